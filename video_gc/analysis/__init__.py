@@ -1,0 +1,1 @@
+"""Global-context statistics and plots."""

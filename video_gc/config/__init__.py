@@ -1,0 +1,192 @@
+"""Configuration: fvcore CfgNode defaults, loading and validation.
+
+    from video_gc.config import get_cfg, load_config
+    cfg = load_config("configs/kinetics/SLOW_8x8_R50_GC.yaml", ["SOLVER.BASE_LR", "0.05"])
+
+Every error names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, Sequence
+
+from fvcore.common.config import CfgNode
+
+from .defaults import get_defaults
+
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "validate_cfg", "STAGE_DEPTHS"]
+
+# Bottleneck blocks per stage res2..res5.
+STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+# key -> allowed values.
+CHOICES = {
+    "MODEL.ARCH": ("slow", "c2d", "c2d_nopool", "c2d_nl32", "i3d"),
+    "MODEL.MODEL_NAME": ("ResNet",),
+    "MODEL.LOSS_FUNC": ("cross_entropy",),
+    "MODEL.HEAD_ACT": ("softmax", "sigmoid", "none"),
+    "RESNET.DEPTH": tuple(STAGE_DEPTHS),
+    "RESNET.TRANS_FUNC": ("bottleneck_transform",),
+    "NONLOCAL.INSTANTIATION": ("gaussian", "embedded_gaussian", "softmax", "dot_product", "concatenation"),
+    "CONTEXT.TYPE": ("none", "gc", "snl", "se", "avg_add", "att_mul", "custom", "cgd", "na"),
+    "CONTEXT.POSITION": ("default", "after1x1", "afterAdd", "after_conv1", "after_conv2"),
+    "CONTEXT.GC.POOLING": ("att", "avg"),
+    "CONTEXT.GC.TRANSFORM": ("conv", "bottleneck"),
+    "CONTEXT.GC.FUSION": ("add", "mul"),
+    "CONTEXT.CGD.VARIANT": tuple(f"v{i}" for i in range(1, 11)),
+    "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "DATA.ENSEMBLE_METHOD": ("sum", "max"),
+    "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
+    "SOLVER.OPTIMIZING_METHOD": ("sgd",),
+    "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
+    "TRAIN.MIXED_PRECISION_DTYPE": ("fp16", "bf16"),
+    "TRAIN.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo"),
+    "TEST.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo"),
+    "TRAIN.CHECKPOINT_INFLATE_MODE": ("average", "center"),
+}
+
+# Which CONTEXT.POSITION values each block family accepts.
+_POSITIONS = {
+    "cgd": ("default", "after_conv1", "after_conv2"),
+    "na": ("default", "after1x1"),
+}
+_GC_POSITIONS = ("default", "after1x1", "afterAdd")
+
+
+class ConfigError(ValueError):
+    """A config value or key that video_gc cannot use."""
+
+
+def get_cfg() -> CfgNode:
+    """The default config (a fresh copy)."""
+    return get_defaults()
+
+
+def _get(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _explain_merge_error(err: Exception, source: str, cfg: CfgNode) -> ConfigError:
+    msg = str(err).strip("'\"")
+    if isinstance(err, KeyError) and "Non-existent config key" in msg:
+        key = msg.split(":", 1)[1].strip()
+        close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return ConfigError(f"{source}: unknown config key '{key}'{hint}")
+    return ConfigError(f"{source}: {msg}")
+
+
+def _widen_ints(data: dict, defaults: CfgNode) -> dict:
+    """YAML writes 34 for 34.0; accept an int wherever the default is a float."""
+    out = {}
+    for key, value in data.items():
+        default = defaults.get(key) if isinstance(defaults, CfgNode) else None
+        if isinstance(value, dict) and isinstance(default, CfgNode):
+            value = _widen_ints(value, default)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def load_config(path: str | None = None, opts: Sequence[str] | None = None) -> CfgNode:
+    """Defaults, then the YAML file, then KEY VALUE overrides; validated."""
+    cfg = get_cfg()
+    if path:
+        try:
+            data = CfgNode.load_yaml_with_base(path, allow_unsafe=False)
+            cfg.merge_from_other_cfg(CfgNode(_widen_ints(data, cfg)))
+        except FileNotFoundError as err:
+            raise ConfigError(f"config file not found: {path}") from err
+        except (KeyError, ValueError, AssertionError, TypeError) as err:
+            raise _explain_merge_error(err, path, cfg) from err
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"--opts needs KEY VALUE pairs, got an odd number of items: {list(opts)}")
+        try:
+            for key, raw in zip(opts[0::2], opts[1::2]):
+                value = CfgNode._decode_cfg_value(raw)
+                *parents, leaf = key.split(".")
+                cfg.merge_from_other_cfg(CfgNode(_widen_ints(_nest(parents, {leaf: value}), cfg)))
+        except (KeyError, ValueError, AssertionError, TypeError) as err:
+            raise _explain_merge_error(err, "--opts", cfg) from err
+    validate_cfg(cfg)
+    return cfg
+
+
+def _nest(parents: list[str], leaf: dict) -> dict:
+    for name in reversed(parents):
+        leaf = {name: leaf}
+    return leaf
+
+
+def _check_choice(cfg: CfgNode, key: str, allowed: Iterable) -> None:
+    value = _get(cfg, key)
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(
+            f"config key {key}: invalid value {value!r}; allowed values: {', '.join(map(str, allowed))}"
+        )
+
+
+def _check_locations(key: str, location, depths: Sequence[int], nested: bool) -> None:
+    if len(location) != len(depths):
+        raise ConfigError(
+            f"config key {key}: expected one entry per stage res2..res5 ({len(depths)}), got {location!r}"
+        )
+    for stage, (entry, depth) in enumerate(zip(location, depths), start=2):
+        indices = [i for pathway in entry for i in pathway] if nested else list(entry)
+        for idx in indices:
+            if not isinstance(idx, int) or not 0 <= idx < depth:
+                raise ConfigError(
+                    f"config key {key}: block index {idx!r} in res{stage} is out of range; "
+                    f"allowed values: 0..{depth - 1} (res{stage} has {depth} blocks at depth {sum(depths) * 3 + 2})"
+                )
+
+
+def validate_cfg(cfg: CfgNode) -> CfgNode:
+    """Raise ConfigError naming the key, value and allowed values for anything unusable."""
+    for key, allowed in CHOICES.items():
+        _check_choice(cfg, key, allowed)
+    depths = STAGE_DEPTHS[cfg.RESNET.DEPTH]
+    _check_locations("NONLOCAL.LOCATION", cfg.NONLOCAL.LOCATION, depths, nested=True)
+    _check_locations("CONTEXT.LOCATION", cfg.CONTEXT.LOCATION, depths, nested=False)
+    _check_choice(cfg, "CONTEXT.POSITION", _POSITIONS.get(cfg.CONTEXT.TYPE, _GC_POSITIONS))
+    positive = ("DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE",
+                "MODEL.NUM_CLASSES", "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "RESNET.WIDTH_PER_GROUP",
+                "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "SOLVER.MAX_EPOCH")
+    for key in positive:
+        value = _get(cfg, key)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"config key {key}: invalid value {value!r}; allowed values: a positive integer")
+    if cfg.TEST.NUM_SPATIAL_CROPS not in (1, 3):
+        raise ConfigError(
+            f"config key TEST.NUM_SPATIAL_CROPS: invalid value {cfg.TEST.NUM_SPATIAL_CROPS!r}; allowed values: 1, 3"
+        )
+    if not 0.0 < cfg.CONTEXT.GC.RATIO <= 1.0:
+        raise ConfigError(f"config key CONTEXT.GC.RATIO: invalid value {cfg.CONTEXT.GC.RATIO!r}; allowed values: (0, 1]")
+    if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
+        raise ConfigError(f"config key MODEL.DROPOUT_RATE: invalid value {cfg.MODEL.DROPOUT_RATE!r}; allowed values: [0, 1)")
+    if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs" and len(cfg.SOLVER.STEPS) != len(cfg.SOLVER.LRS):
+        raise ConfigError(
+            f"config keys SOLVER.STEPS / SOLVER.LRS: need the same length, got {list(cfg.SOLVER.STEPS)} "
+            f"and {list(cfg.SOLVER.LRS)}"
+        )
+    jitter = cfg.DATA.TRAIN_JITTER_SCALES
+    if len(jitter) != 2 or jitter[0] > jitter[1]:
+        raise ConfigError(f"config key DATA.TRAIN_JITTER_SCALES: invalid value {list(jitter)!r}; allowed values: [min, max]")
+    return cfg

@@ -1,0 +1,254 @@
+"""Default configuration.
+
+Key names follow PySlowFast wherever the concept exists there, so PySlowFast
+Kinetics YAMLs for SLOW / C2D / *_NLN load unchanged. Concepts PySlowFast does
+not have live in their own sections: CONTEXT (GCNet framework, SE, CGD, NA) and
+the few extra keys marked "video_gc" below.
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True
+_C.TRAIN.DATASET = "kinetics"
+_C.TRAIN.BATCH_SIZE = 64
+_C.TRAIN.EVAL_PERIOD = 10
+_C.TRAIN.CHECKPOINT_PERIOD = 1
+_C.TRAIN.AUTO_RESUME = True
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# "pytorch" (our own / PySlowFast .pyth), "caffe2" (Detectron .pkl), or
+# video_gc's explicit formats: "auto", "torchvision", "pyslowfast", "pytorchvideo".
+_C.TRAIN.CHECKPOINT_TYPE = "pytorch"
+_C.TRAIN.CHECKPOINT_INFLATE = False
+_C.TRAIN.CHECKPOINT_EPOCH_RESET = False
+_C.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN = ()
+_C.TRAIN.CHECKPOINT_IN_INIT = False
+# video_gc: how a 2D kernel becomes 3D ("average" or "center").
+_C.TRAIN.CHECKPOINT_INFLATE_MODE = "average"
+# video_gc: fail when any model key is left unloaded (beyond the new head).
+_C.TRAIN.CHECKPOINT_STRICT = False
+# PySlowFast's switch; video_gc reads it as "use autocast".
+_C.TRAIN.MIXED_PRECISION = False
+# video_gc: autocast dtype, "fp16" (with a grad scaler, CUDA only) or "bf16".
+_C.TRAIN.MIXED_PRECISION_DTYPE = "bf16"
+
+# ---------------------------------------------------------------------------
+# Testing
+# ---------------------------------------------------------------------------
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True
+_C.TEST.DATASET = "kinetics"
+_C.TEST.BATCH_SIZE = 8
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+_C.TEST.NUM_SPATIAL_CROPS = 3
+_C.TEST.CHECKPOINT_TYPE = "pytorch"
+_C.TEST.SAVE_RESULTS_PATH = ""
+
+# ---------------------------------------------------------------------------
+# ResNet backbone
+# ---------------------------------------------------------------------------
+_C.RESNET = CfgNode()
+_C.RESNET.TRANS_FUNC = "bottleneck_transform"
+_C.RESNET.NUM_GROUPS = 1
+_C.RESNET.WIDTH_PER_GROUP = 64
+_C.RESNET.INPLACE_RELU = True
+_C.RESNET.STRIDE_1X1 = False
+_C.RESNET.ZERO_INIT_FINAL_BN = True
+_C.RESNET.DEPTH = 50
+# Per stage (and pathway), how many leading blocks use the arch's temporal kernel.
+_C.RESNET.NUM_BLOCK_TEMP_KERNEL = [[3], [4], [6], [3]]
+_C.RESNET.SPATIAL_STRIDES = [[1], [2], [2], [2]]
+_C.RESNET.SPATIAL_DILATIONS = [[1], [1], [1], [1]]
+
+# ---------------------------------------------------------------------------
+# Non-local (Wang et al. 2018), PySlowFast layout: per stage, per pathway,
+# 0-based block indices.
+# ---------------------------------------------------------------------------
+_C.NONLOCAL = CfgNode()
+_C.NONLOCAL.LOCATION = [[[]], [[]], [[]], [[]]]
+_C.NONLOCAL.GROUP = [[1], [1], [1], [1]]
+# gaussian | embedded_gaussian (alias: softmax) | dot_product | concatenation
+_C.NONLOCAL.INSTANTIATION = "dot_product"
+_C.NONLOCAL.POOL = [
+    [[1, 2, 2], [1, 2, 2]],
+    [[1, 2, 2], [1, 2, 2]],
+    [[1, 2, 2], [1, 2, 2]],
+    [[1, 2, 2], [1, 2, 2]],
+]
+
+# ---------------------------------------------------------------------------
+# video_gc: lightweight global-context blocks inside the bottleneck.
+# ---------------------------------------------------------------------------
+_C.CONTEXT = CfgNode()
+# none | gc | snl | se | avg_add | att_mul | custom (GCNet framework presets),
+# cgd (Compact Global Descriptor), na (Normalization-Attention).
+_C.CONTEXT.TYPE = "none"
+# Per stage res2..res5, the 0-based indices of the blocks that get one.
+_C.CONTEXT.LOCATION = [[], [], [], []]
+# GCNet framework / NA: after1x1 | afterAdd. CGD: after_conv1 | after_conv2.
+# "default" picks after1x1 for the GCNet family and NA, after_conv1 for CGD.
+_C.CONTEXT.POSITION = "default"
+
+# GCNet three-step framework (Cao et al., Eq. 4). Used when TYPE is "custom";
+# the presets fill these in themselves.
+_C.CONTEXT.GC = CfgNode()
+_C.CONTEXT.GC.RATIO = 0.25
+# Context modeling: att (softmax attention pooling over T*H*W) | avg.
+_C.CONTEXT.GC.POOLING = "att"
+# Transform: conv (C x C, SNL) | bottleneck (C -> C*ratio -> C).
+_C.CONTEXT.GC.TRANSFORM = "bottleneck"
+_C.CONTEXT.GC.LAYER_NORM = True
+# Fusion: add | mul (x * sigmoid(transform)).
+_C.CONTEXT.GC.FUSION = "add"
+
+# Compact Global Descriptor (He et al.).
+_C.CONTEXT.CGD = CfgNode()
+_C.CONTEXT.CGD.VARIANT = "v10"
+# Eq. 12: one weight vector shared by all frames. False: per-frame weights.
+_C.CONTEXT.CGD.SHARE_TEMPORAL = True
+# True starts every CGD as the identity (remark after Eq. 11); False follows the
+# official code (Xavier-uniform weights, zero biases).
+_C.CONTEXT.CGD.ZERO_INIT = False
+# Multiplier on SOLVER.WEIGHT_DECAY for CGD parameters (the paper halves it).
+_C.CONTEXT.CGD.WEIGHT_DECAY_MULT = 0.5
+
+# Normalization-Attention (Ma et al.).
+_C.CONTEXT.NA = CfgNode()
+_C.CONTEXT.NA.EPS = 1e-5
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+# slow | c2d | c2d_nopool | c2d_nl32 (Non-local paper's 32-frame C2D) | i3d
+_C.MODEL.ARCH = "slow"
+_C.MODEL.MODEL_NAME = "ResNet"
+_C.MODEL.NUM_CLASSES = 400
+_C.MODEL.LOSS_FUNC = "cross_entropy"
+_C.MODEL.SINGLE_PATHWAY_ARCH = ["2d", "c2d", "i3d", "slow", "x3d", "mvit", "maskmvit"]
+_C.MODEL.MULTI_PATHWAY_ARCH = ["slowfast"]
+_C.MODEL.DROPOUT_RATE = 0.5
+_C.MODEL.DROPCONNECT_RATE = 0.0
+_C.MODEL.FC_INIT_STD = 0.01
+_C.MODEL.HEAD_ACT = "softmax"
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+_C.DATA = CfgNode()
+_C.DATA.PATH_TO_DATA_DIR = ""
+_C.DATA.PATH_LABEL_SEPARATOR = " "
+_C.DATA.PATH_PREFIX = ""
+_C.DATA.NUM_FRAMES = 8
+_C.DATA.SAMPLING_RATE = 8
+_C.DATA.TRAIN_PCA_EIGVAL = [0.225, 0.224, 0.229]
+_C.DATA.TRAIN_PCA_EIGVEC = [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+]
+_C.DATA.PATH_TO_PRELOAD_IMDB = ""
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+_C.DATA.INPUT_CHANNEL_NUM = [3]
+_C.DATA.STD = [0.225, 0.225, 0.225]
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+# Relative-area random crop (CGD recipe): area range and aspect-ratio range.
+_C.DATA.TRAIN_JITTER_SCALES_RELATIVE = []
+_C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = []
+_C.DATA.USE_OFFSET_SAMPLING = False
+_C.DATA.TRAIN_JITTER_MOTION_SHIFT = False
+_C.DATA.TRAIN_CROP_SIZE = 224
+_C.DATA.TEST_CROP_SIZE = 256
+_C.DATA.TARGET_FPS = 30
+_C.DATA.TRAIN_JITTER_FPS = 0.0
+# decord | pyav
+_C.DATA.DECODING_BACKEND = "decord"
+_C.DATA.DECODING_SHORT_SIZE = 256
+_C.DATA.INV_UNIFORM_SAMPLE = False
+_C.DATA.RANDOM_FLIP = True
+_C.DATA.MULTI_LABEL = False
+# sum | max over the softmax scores of a video's views.
+_C.DATA.ENSEMBLE_METHOD = "sum"
+_C.DATA.REVERSE_INPUT_CHANNEL = False
+# video_gc: class-name file written by data_prep (relative to PATH_TO_DATA_DIR).
+_C.DATA.CLASS_NAMES_FILE = "classids.json"
+
+# ---------------------------------------------------------------------------
+# Optimisation
+# ---------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+_C.SOLVER.BASE_LR = 0.1
+# cosine | steps_with_relative_lrs | constant
+_C.SOLVER.LR_POLICY = "cosine"
+_C.SOLVER.COSINE_END_LR = 0.0
+_C.SOLVER.COSINE_AFTER_WARMUP = False
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEP_SIZE = 1
+_C.SOLVER.STEPS = []
+_C.SOLVER.LRS = []
+_C.SOLVER.MAX_EPOCH = 300
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.DAMPENING = 0.0
+_C.SOLVER.NESTEROV = True
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.WARMUP_FACTOR = 0.1
+_C.SOLVER.WARMUP_EPOCHS = 0.0
+_C.SOLVER.WARMUP_START_LR = 0.01
+_C.SOLVER.OPTIMIZING_METHOD = "sgd"
+_C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
+_C.SOLVER.ZERO_WD_1D_PARAM = False
+# Gradient clipping: by value and/or by global L2 norm (None disables).
+_C.SOLVER.CLIP_GRAD_VAL = None
+_C.SOLVER.CLIP_GRAD_L2NORM = None
+
+# ---------------------------------------------------------------------------
+# Batch norm
+# ---------------------------------------------------------------------------
+_C.BN = CfgNode()
+_C.BN.USE_PRECISE_STATS = False
+_C.BN.NUM_BATCHES_PRECISE = 200
+_C.BN.WEIGHT_DECAY = 0.0
+_C.BN.MOMENTUM = 0.1
+# batchnorm | sync_batchnorm
+_C.BN.NORM_TYPE = "batchnorm"
+_C.BN.NUM_SPLITS = 1
+_C.BN.NUM_SYNC_DEVICES = 1
+
+# ---------------------------------------------------------------------------
+# Data loader
+# ---------------------------------------------------------------------------
+_C.DATA_LOADER = CfgNode()
+_C.DATA_LOADER.NUM_WORKERS = 8
+_C.DATA_LOADER.PIN_MEMORY = True
+_C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
+
+# ---------------------------------------------------------------------------
+# TensorBoard
+# ---------------------------------------------------------------------------
+_C.TENSORBOARD = CfgNode()
+_C.TENSORBOARD.ENABLE = False
+_C.TENSORBOARD.LOG_DIR = ""
+
+# ---------------------------------------------------------------------------
+# Misc (PySlowFast top-level keys)
+# ---------------------------------------------------------------------------
+_C.NUM_GPUS = 1
+_C.NUM_SHARDS = 1
+_C.SHARD_ID = 0
+_C.OUTPUT_DIR = "./output"
+_C.RNG_SEED = 1
+_C.LOG_PERIOD = 10
+_C.LOG_MODEL_INFO = True
+_C.DIST_BACKEND = "nccl"
+_C.INIT_METHOD = "tcp://localhost:9999"
+
+
+def get_defaults() -> CfgNode:
+    """A fresh copy of the defaults."""
+    return _C.clone()

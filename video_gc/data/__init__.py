@@ -1,0 +1,1 @@
+"""Video decoding, sampling, transforms, datasets and loaders."""

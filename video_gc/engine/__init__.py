@@ -1,0 +1,1 @@
+"""Training, testing, optimisation, checkpoints and distributed launch."""

@@ -1,0 +1,1 @@
+"""Video ResNets and global-context blocks."""

@@ -1,0 +1,1 @@
+"""Small shared helpers: safe checkpoint I/O and video writing."""
