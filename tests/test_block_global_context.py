@@ -1,0 +1,171 @@
+"""GlobalContextBlock: GCNet Eq. 2-5, the presets, inits and FLOP counting."""
+
+import pytest
+import torch
+from torch import nn
+
+from video_gc.models.blocks import GlobalContextBlock
+
+PRESET_NAMES = ("gc", "snl", "se", "avg_add", "att_mul")
+
+
+def _randomize(block: nn.Module, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+
+
+def _mat(conv: nn.Conv3d):
+    return conv.weight.flatten(1), conv.bias
+
+
+def _positions(x: torch.Tensor, b: int) -> torch.Tensor:
+    """Feature vectors of sample b as [Np, C] in (t, h, w) order."""
+    return x[b].reshape(x.shape[1], -1).t()
+
+
+def _alpha(block: GlobalContextBlock, xs: torch.Tensor) -> torch.Tensor:
+    wk, bk = _mat(block.conv_k)
+    logits = torch.stack([wk[0] @ xj + bk[0] for xj in xs])
+    e = torch.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def _layer_norm(v: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    mu = v.mean()
+    var = ((v - mu) ** 2).mean()
+    return (v - mu) / torch.sqrt(var + ln.eps) * ln.weight.flatten() + ln.bias.flatten()
+
+
+def _expected(block: GlobalContextBlock, x: torch.Tensor, pooling, transform, layer_norm, fusion):
+    """Eq. 4 step by step for one sample at a time."""
+    out = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        xs = _positions(x, b)
+        if pooling == "att":
+            alpha = _alpha(block, xs)
+        else:
+            alpha = torch.full((xs.shape[0],), 1.0 / xs.shape[0], dtype=x.dtype)
+        ctx = sum(a * xj for a, xj in zip(alpha, xs))
+        if transform == "conv":
+            w, bias = _mat(block.transform.conv_v)
+            delta = w @ ctx + bias
+        else:
+            w1, b1 = _mat(block.transform.conv_v1)
+            hidden = w1 @ ctx + b1
+            if layer_norm:
+                hidden = _layer_norm(hidden, block.transform.ln)
+            w2, b2 = _mat(block.transform.conv_v2)
+            delta = w2 @ torch.relu(hidden) + b2
+        view = delta.view(-1, 1, 1, 1)
+        out[b] = x[b] + view if fusion == "add" else x[b] * torch.sigmoid(view)
+    return out
+
+
+PRESET_STEPS = {
+    "gc": ("att", "bottleneck", True, "add"),
+    "snl": ("att", "conv", False, "add"),
+    "se": ("avg", "bottleneck", False, "mul"),
+    "avg_add": ("avg", "bottleneck", True, "add"),
+    "att_mul": ("att", "bottleneck", True, "mul"),
+}
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_presets_match_eq4_by_hand(name):
+    block = GlobalContextBlock.preset(name, 16, ratio=0.25).double()
+    _randomize(block)
+    x = torch.randn(2, 16, 3, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(block(x), _expected(block, x, *PRESET_STEPS[name]), rtol=1e-10, atol=1e-10)
+
+
+def test_snl_eq3_equals_eq2_literally():
+    """GCNet Eq. 2 applies W_v at every position before pooling; Eq. 3 pools first."""
+    block = GlobalContextBlock.preset("snl", 8).double()
+    _randomize(block, seed=5)
+    x = torch.randn(2, 8, 2, 3, 3, dtype=torch.float64)
+    w_v, b_v = _mat(block.transform.conv_v)
+    expected = torch.empty_like(x)
+    for b in range(2):
+        xs = _positions(x, b)
+        alpha = _alpha(block, xs)
+        for i, xi in enumerate(xs):
+            zi = xi + sum(alpha[j] * (w_v @ xs[j] + b_v) for j in range(xs.shape[0]))
+            expected[b].reshape(8, -1)[:, i] = zi
+    torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ("gc", "snl", "avg_add"))
+def test_add_fusion_is_identity_at_init(name):
+    block = GlobalContextBlock.preset(name, 32)
+    x = torch.randn(2, 32, 2, 5, 5)
+    torch.testing.assert_close(block(x), x, rtol=0, atol=0)
+    last = block.transform[-1]
+    assert torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0
+
+
+def test_se_at_init_matches_closed_form_and_keeps_default_init():
+    torch.manual_seed(0)
+    block = GlobalContextBlock.preset("se", 64)
+    assert block.transform.conv_v1.out_channels == 4  # SE paper's r = 16
+    assert torch.count_nonzero(block.transform.conv_v2.weight) > 0  # no zero init
+    x = torch.randn(2, 64, 2, 3, 3)
+    w1, b1 = _mat(block.transform.conv_v1)
+    w2, b2 = _mat(block.transform.conv_v2)
+    squeeze = x.mean(dim=(2, 3, 4))
+    excite = torch.sigmoid(torch.relu(squeeze @ w1.t() + b1) @ w2.t() + b2)
+    torch.testing.assert_close(block(x), x * excite[:, :, None, None, None])
+
+
+def test_attention_weights_sum_to_one_over_all_positions():
+    block = GlobalContextBlock.preset("gc", 16)
+    _randomize(block)
+    captured = []
+    block.attention_probe.register_forward_hook(lambda m, i, o: captured.append(o))
+    x = torch.randn(3, 16, 4, 5, 6) * 3
+    block(x)
+    alpha = captured[0]
+    assert alpha.shape == (3, 1, 4 * 5 * 6)
+    assert (alpha >= 0).all()
+    torch.testing.assert_close(alpha.sum(dim=-1), torch.ones(3, 1))
+    # A softmax over all T*H*W (not per frame): the weights of one frame do not sum to 1.
+    assert not torch.allclose(alpha.view(3, 4, 30).sum(-1), torch.full((3, 4), 1.0))
+
+
+def test_exact_parameter_counts():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    c, p = 512, 128
+    assert count(GlobalContextBlock.preset("gc", c, ratio=0.25)) == 2 * c * p + 2 * c + 3 * p + 1 == 132_481
+    assert count(GlobalContextBlock.preset("snl", c)) == c * c + 2 * c + 1
+    assert count(GlobalContextBlock.preset("se", c)) == 2 * c * 32 + c + 32
+    # REFERENCE.md Slow R50: +5 GC (2 at C=512, 3 at C=1024) and +5 SNL.
+    base = 32_454_096
+    gc5 = 2 * count(GlobalContextBlock.preset("gc", 512)) + 3 * count(GlobalContextBlock.preset("gc", 1024))
+    snl5 = 2 * count(GlobalContextBlock.preset("snl", 512)) + 3 * count(GlobalContextBlock.preset("snl", 1024))
+    assert base + gc5 == 34_300_373
+    assert base + snl5 == 36_132_309
+
+
+def test_custom_steps_and_bad_choice():
+    block = GlobalContextBlock(16, pooling="avg", transform="conv", fusion="mul")
+    assert not hasattr(block, "conv_k") and block.hidden is None
+    assert torch.count_nonzero(block.transform.conv_v.weight) > 0  # mul keeps the default init
+    no_ln = GlobalContextBlock(16, layer_norm=False)
+    assert not any(isinstance(m, nn.LayerNorm) for m in no_ln.modules())
+    with pytest.raises(ValueError, match="unknown fusion 'concat'; allowed values: add, mul"):
+        GlobalContextBlock(16, fusion="concat")
+    with pytest.raises(ValueError, match="unknown preset 'cbam'"):
+        GlobalContextBlock.preset("cbam", 16)
+
+
+def test_fvcore_counts_the_attention_pooling_matmul():
+    from fvcore.nn import FlopCountAnalysis
+
+    n, c, t, h, w = 1, 32, 2, 4, 4
+    block = GlobalContextBlock.preset("snl", c)
+    flops = FlopCountAnalysis(block, torch.randn(n, c, t, h, w))
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    by_op = flops.by_operator()
+    assert by_op["bmm"] == n * c * t * h * w
+    assert by_op["conv"] == n * (c * t * h * w + c * c)

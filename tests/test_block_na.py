@@ -1,0 +1,60 @@
+"""NormalizationAttention against its formulas (NA paper Eq. 4-9, official-code form)."""
+
+import math
+
+import torch
+
+from video_gc.models.blocks import NormalizationAttention
+
+
+def _by_hand(x: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Tensor:
+    out = torch.empty_like(x)
+    n, c = x.shape[:2]
+    for b in range(n):
+        positions = x[b].reshape(c, -1).t()  # [P, C]
+        c_mean = [p.sum() / c for p in positions]
+        centre = sum(c_mean) / len(c_mean)
+        dist = [abs(float(v - centre)) for v in c_mean]
+        # exp(-d_p) / sum_q exp(-d_q), scaled by exp(min d) so that it cannot underflow.
+        scores = [math.exp(min(dist) - d) for d in dist]
+        total = sum(scores)
+        g = sum((s / total) * p for s, p in zip(scores, positions))
+        mu = g.sum() / c
+        sigma = math.sqrt(float(((g - mu) ** 2).sum() / c))
+        g_hat = gamma * (g - mu) / (sigma + eps) + beta
+        out[b] = x[b] * torch.sigmoid(g_hat).view(c, 1, 1, 1)
+    return out
+
+
+def test_matches_formulas_by_hand():
+    block = NormalizationAttention(6).double()
+    with torch.no_grad():
+        block.gamma.fill_(1.7)
+        block.beta.fill_(-0.4)
+    x = torch.randn(2, 6, 2, 3, 4, dtype=torch.float64)
+    gates = []
+    block.gate_probe.register_forward_hook(lambda m, i, o: gates.append(o))
+    torch.testing.assert_close(block(x), _by_hand(x, 1.7, -0.4, 1e-5), rtol=1e-10, atol=1e-10)
+    assert gates[0].shape == (2, 6, 1, 1, 1)
+    assert not torch.allclose(gates[0][0], gates[0][0].mean())  # a per-channel gate
+
+
+def test_init_is_the_official_one_and_output_is_pinned():
+    block = NormalizationAttention(8)
+    assert block.gamma.item() == 0.0 and block.beta.item() == 1.0
+    assert sum(p.numel() for p in block.parameters()) == 2
+    x = torch.randn(2, 8, 2, 3, 3)
+    torch.testing.assert_close(block(x), _by_hand(x, 0.0, 1.0, 1e-5))
+    torch.testing.assert_close(block(x), x * torch.sigmoid(torch.tensor(1.0)))
+
+
+def test_softmax_over_positions_is_numerically_stable():
+    block = NormalizationAttention(4)
+    with torch.no_grad():
+        block.gamma.fill_(1.0)
+    x = torch.randn(1, 4, 2, 4, 4)
+    x[..., 0, 0] += 2e4  # |c_p - mean| ~ 1e4: exp(-1e4) underflows without max-subtraction
+    out = block(x)
+    assert torch.isfinite(out).all()
+    # The softmax concentrates on the positions closest to the mean, so the gate is well defined.
+    torch.testing.assert_close(out, _by_hand(x.double(), 1.0, 1.0, 1e-5).float(), rtol=1e-4, atol=1e-4)
