@@ -9,6 +9,7 @@ Every error names the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Iterable, Sequence
 
 from fvcore.common.config import CfgNode
@@ -41,8 +42,8 @@ CHOICES = {
     "SOLVER.OPTIMIZING_METHOD": ("sgd",),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
     "TRAIN.MIXED_PRECISION_DTYPE": ("fp16", "bf16"),
-    "TRAIN.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo"),
-    "TEST.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo"),
+    "TRAIN.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
+    "TEST.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
     "TRAIN.CHECKPOINT_INFLATE_MODE": ("average", "center"),
 }
 
@@ -80,8 +81,19 @@ def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
     return keys
 
 
+# fvcore's wording for a value whose type differs from the default's.
+_TYPE_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)")
+
+
 def _explain_merge_error(err: Exception, source: str, cfg: CfgNode) -> ConfigError:
     msg = str(err).strip("'\"")
+    mismatch = _TYPE_MISMATCH.search(msg)
+    if mismatch:
+        want, got, default, value, key = mismatch.groups()
+        return ConfigError(
+            f"{source}: config key {key}: invalid value {value} of type {got}; allowed values: type {want} "
+            f"(default {default})"
+        )
     if isinstance(err, KeyError) and "Non-existent config key" in msg:
         key = msg.split(":", 1)[1].strip()
         close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
@@ -166,6 +178,18 @@ def validate_cfg(cfg: CfgNode) -> CfgNode:
     _check_locations("NONLOCAL.LOCATION", cfg.NONLOCAL.LOCATION, depths, nested=True)
     _check_locations("CONTEXT.LOCATION", cfg.CONTEXT.LOCATION, depths, nested=False)
     _check_choice(cfg, "CONTEXT.POSITION", _POSITIONS.get(cfg.CONTEXT.TYPE, _GC_POSITIONS))
+    for stage, entry in enumerate(cfg.NONLOCAL.GROUP, start=2):
+        if any(g != 1 for g in entry):
+            raise ConfigError(
+                f"config key NONLOCAL.GROUP: invalid value {list(entry)!r} in res{stage}; allowed values: [1] "
+                "(grouped non-local blocks are not implemented)"
+            )
+    for key in ("RESNET.NUM_BLOCK_TEMP_KERNEL", "RESNET.SPATIAL_STRIDES", "RESNET.SPATIAL_DILATIONS",
+                "NONLOCAL.GROUP", "NONLOCAL.POOL"):
+        if len(_get(cfg, key)) != len(depths):
+            raise ConfigError(
+                f"config key {key}: invalid value {_get(cfg, key)!r}; allowed values: one entry per stage res2..res5"
+            )
     positive = ("DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE",
                 "MODEL.NUM_CLASSES", "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "RESNET.WIDTH_PER_GROUP",
                 "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "SOLVER.MAX_EPOCH")

@@ -22,7 +22,7 @@ _C.TRAIN.CHECKPOINT_PERIOD = 1
 _C.TRAIN.AUTO_RESUME = True
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # "pytorch" (our own / PySlowFast .pyth), "caffe2" (Detectron .pkl), or
-# video_gc's explicit formats: "auto", "torchvision", "pyslowfast", "pytorchvideo".
+# video_gc's explicit formats: "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc".
 _C.TRAIN.CHECKPOINT_TYPE = "pytorch"
 _C.TRAIN.CHECKPOINT_INFLATE = False
 _C.TRAIN.CHECKPOINT_EPOCH_RESET = False

@@ -1,0 +1,74 @@
+"""Bad configs stop with a message naming the key, the bad value and the allowed values."""
+
+import pytest
+
+from video_gc.config import ConfigError, load_config
+from video_gc.models import build_model
+
+
+def error_for(tmp_path, yaml_text=None, opts=()):
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path) if path else None, list(opts))
+    return str(info.value)
+
+
+def test_unknown_key_in_file_and_opts(tmp_path):
+    msg = error_for(tmp_path, "CONTEXT:\n  TYPE: gc\n  RATIOS: 0.25\n")
+    assert "bad.yaml" in msg and "CONTEXT.RATIOS" in msg and "unknown config key" in msg
+    msg = error_for(tmp_path, opts=["DATA.NUM_FRAMS", "8"])
+    assert "DATA.NUM_FRAMS" in msg and "did you mean DATA.NUM_FRAMES" in msg
+
+
+@pytest.mark.parametrize(
+    "opts, parts",
+    [
+        (["DATA.NUM_FRAMES", "abc"], ["DATA.NUM_FRAMES", "abc", "type str", "type int"]),
+        (["CONTEXT.GC.LAYER_NORM", "[1]"], ["CONTEXT.GC.LAYER_NORM", "[1]", "type bool"]),
+    ],
+)
+def test_wrong_type(tmp_path, opts, parts):
+    msg = error_for(tmp_path, opts=opts)
+    assert all(p in msg for p in parts), msg
+
+
+@pytest.mark.parametrize(
+    "opts, parts",
+    [
+        # invalid choices
+        (["CONTEXT.TYPE", "gcnet"], ["CONTEXT.TYPE", "'gcnet'", "gc, snl, se", "cgd, na"]),
+        (["MODEL.ARCH", "x3d"], ["MODEL.ARCH", "'x3d'", "slow, c2d, c2d_nopool, c2d_nl32, i3d"]),
+        (["NONLOCAL.INSTANTIATION", "dot"], ["NONLOCAL.INSTANTIATION", "'dot'", "embedded_gaussian", "softmax"]),
+        (["CONTEXT.TYPE", "cgd", "CONTEXT.POSITION", "afterAdd"], ["CONTEXT.POSITION", "'afterAdd'", "after_conv1, after_conv2"]),
+        (["CONTEXT.TYPE", "gc", "CONTEXT.POSITION", "after_conv1"], ["CONTEXT.POSITION", "after1x1, afterAdd"]),
+        (["CONTEXT.CGD.VARIANT", "v11"], ["CONTEXT.CGD.VARIANT", "'v11'", "v1", "v10"]),
+        (["RESNET.DEPTH", "34"], ["RESNET.DEPTH", "34", "50, 101"]),
+        (["NONLOCAL.GROUP", "[[1], [2], [1], [1]]"], ["NONLOCAL.GROUP", "[2]", "allowed values: [1]"]),
+        # block indices past the stage depth
+        (["CONTEXT.TYPE", "gc", "CONTEXT.LOCATION", "[[], [4], [], []]"], ["CONTEXT.LOCATION", "4", "res3", "0..3"]),
+        (["NONLOCAL.LOCATION", "[[[]], [[]], [[6]], [[]]]"], ["NONLOCAL.LOCATION", "6", "res4", "0..5"]),
+        (["RESNET.DEPTH", "101", "CONTEXT.LOCATION", "[[], [], [23], []]"], ["CONTEXT.LOCATION", "23", "0..22"]),
+        (["CONTEXT.LOCATION", "[[], [1]]"], ["CONTEXT.LOCATION", "one entry per stage"]),
+    ],
+)
+def test_invalid_choice_or_block_index(tmp_path, opts, parts):
+    msg = error_for(tmp_path, opts=opts)
+    assert all(p in msg for p in parts), msg
+
+
+def test_location_in_yaml_and_depth_101_accepts_deep_indices(tmp_path):
+    msg = error_for(tmp_path, "CONTEXT:\n  TYPE: gc\n  LOCATION: [[3], [], [], []]\n")
+    assert "CONTEXT.LOCATION" in msg and "block index 3 in res2" in msg and "0..2" in msg
+    ok = load_config(None, ["RESNET.DEPTH", "101", "CONTEXT.TYPE", "gc", "CONTEXT.LOCATION", "[[], [], [22], []]",
+                            "RESNET.WIDTH_PER_GROUP", "4"])
+    assert hasattr(build_model(ok).res4[22], "context")
+
+
+def test_build_model_validates_programmatic_configs():
+    cfg = load_config(None, [])
+    cfg.CONTEXT.TYPE = "nl"
+    with pytest.raises(ConfigError, match="CONTEXT.TYPE.*'nl'.*allowed values"):
+        build_model(cfg)
