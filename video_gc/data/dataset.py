@@ -1,0 +1,202 @@
+"""Kinetics-style video dataset: CSV list -> decoded, sampled, augmented clips.
+
+One class serves the three splits (PySlowFast semantics, see REFERENCE.md):
+
+- ``train``: one clip at a random position, random short-side jitter (or the
+  relative-area crop), random crop, flip. A bad video (missing, empty,
+  truncated, undecodable) is replaced by another draw; the item lists the
+  replaced paths under ``"skipped"``.
+- ``val``: one deterministic view: the centre clip, short side
+  ``TEST_CROP_SIZE``, centre crop ``TEST_CROP_SIZE``.
+- ``test``: one item = one video with all ``NUM_ENSEMBLE_VIEWS x
+  NUM_SPATIAL_CROPS`` views, clip-major. The video is opened once, the union of
+  the clips' frames decoded once and resized once, then cut into views
+  ("decode once"; PySlowFast re-opens and re-decodes it for every view).
+
+In val/test a bad video is not replaced: the item carries ``failed = (index,
+path, reason)`` and no tensor, so the collate function drops it from the batch
+and reports it. Randomness comes from a generator seeded by (RNG_SEED, epoch,
+index, attempt), so the clips depend on the seed, never on the worker layout.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from .decoder import describe_error, open_video
+from .sampling import eval_clip_indices, train_clip_indices
+
+SPLITS = ("train", "val", "test")
+# A train item gives up after this many bad draws in a row (an all-bad list).
+MAX_REPLACEMENTS = 100
+
+
+class DataListError(ValueError):
+    """A data list that cannot be used; the message names the file and line."""
+
+
+def read_video_list(list_path: str, *, separator: str, prefix: str, num_classes: int) -> tuple[list[str], list[int]]:
+    """Parse ``path<separator>label`` lines into (paths, labels).
+
+    The label is what follows the LAST separator, so paths may contain the
+    separator (e.g. spaces). Paths are joined to ``prefix``, or, when it is
+    empty, resolved against the list's folder. Blank lines are ignored.
+    """
+    if not os.path.isfile(list_path):
+        raise DataListError(f"data list not found: {list_path} (DATA.PATH_TO_DATA_DIR)")
+    root = prefix if prefix else os.path.dirname(os.path.abspath(list_path))
+    paths, labels = [], []
+    with open(list_path, encoding="utf-8") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            where = f"{list_path}:{line_no}"
+            parts = line.rsplit(separator, 1)
+            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+                raise DataListError(f"{where}: expected 'path{separator}label', got {line!r} (missing label?)")
+            path, label_text = parts[0].strip(), parts[1].strip()
+            try:
+                label = int(label_text)
+            except ValueError:
+                raise DataListError(f"{where}: label {label_text!r} is not an integer") from None
+            if not 0 <= label < num_classes:
+                raise DataListError(f"{where}: label {label} is outside [0, {num_classes}) (MODEL.NUM_CLASSES)")
+            paths.append(os.path.join(root, path))
+            labels.append(label)
+    if not paths:
+        raise DataListError(f"data list is empty: {list_path}")
+    return paths, labels
+
+
+def item_generator(seed: int, epoch: int, index: int, attempt: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, index, attempt)."""
+    state = np.random.SeedSequence([seed, epoch, index, attempt]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class VideoDataset(Dataset):
+    """Videos of one split; see the module docstring for what an item holds."""
+
+    def __init__(self, cfg, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}', choose from {SPLITS}")
+        self.split = split
+        data = cfg.DATA
+        list_path = os.path.join(data.PATH_TO_DATA_DIR, f"{split}.csv")
+        self.paths, self.labels = read_video_list(
+            list_path, separator=data.PATH_LABEL_SEPARATOR, prefix=data.PATH_PREFIX,
+            num_classes=cfg.MODEL.NUM_CLASSES)
+        self.backend = data.DECODING_BACKEND
+        self.seed = int(cfg.RNG_SEED)
+        self.epoch = 0
+        self.num_frames = data.NUM_FRAMES
+        self.sampling_rate = data.SAMPLING_RATE
+        self.target_fps = data.TARGET_FPS
+        self.mean, self.std = list(data.MEAN), list(data.STD)
+        self.train_crop = data.TRAIN_CROP_SIZE
+        self.jitter_scales = list(data.TRAIN_JITTER_SCALES)
+        self.area_range = list(data.TRAIN_JITTER_SCALES_RELATIVE)
+        self.aspect_range = list(data.TRAIN_JITTER_ASPECT_RELATIVE) or [3 / 4, 4 / 3]
+        self.random_flip = data.RANDOM_FLIP
+        self.test_crop = data.TEST_CROP_SIZE
+        if split == "test":
+            self.num_clips, self.num_crops = cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS
+        else:
+            self.num_clips, self.num_crops = 1, 1
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the augmentation for ``epoch`` (call before iterating)."""
+        self.epoch = int(epoch)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one item's ``inputs`` (used to build an empty batch)."""
+        if self.split == "train":
+            return (3, self.num_frames, self.train_crop, self.train_crop)
+        if self.split == "val":
+            return (3, self.num_frames, self.test_crop, self.test_crop)
+        return (self.num_clips * self.num_crops, 3, self.num_frames, self.test_crop, self.test_crop)
+
+    # ----------------------------------------------------------------- train
+    def _train_clip(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        decoder = open_video(self.paths[index], self.backend)
+        try:
+            frame_ids = train_clip_indices(
+                decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                target_fps=self.target_fps, generator=generator)
+            video = T.to_tchw(decoder.get_frames(frame_ids))
+        finally:
+            decoder.close()
+        if self.area_range:
+            video = T.random_area_crop(video, area_range=self.area_range, aspect_range=self.aspect_range,
+                                       crop_size=self.train_crop, generator=generator)
+        else:
+            video = T.random_short_side_crop(video, jitter_scales=self.jitter_scales, crop_size=self.train_crop,
+                                             generator=generator)
+        if self.random_flip:
+            video = T.random_hflip(video, generator)
+        return T.normalize(video, self.mean, self.std)
+
+    def _train_item(self, index: int) -> dict:
+        skipped = []
+        current, last_error = index, ""
+        for attempt in range(MAX_REPLACEMENTS):
+            generator = item_generator(self.seed, self.epoch, index, attempt)
+            try:
+                inputs = self._train_clip(current, generator)
+            except Exception as err:  # any bad file: never crash training, replace it
+                skipped.append(self.paths[current])
+                last_error = f"{self.paths[current]} ({describe_error(err)})"
+                current = int(torch.randint(0, len(self), (), generator=generator).item())
+                continue
+            return {"inputs": inputs, "label": self.labels[current], "index": current, "skipped": skipped}
+        raise RuntimeError(f"{MAX_REPLACEMENTS} videos in a row failed to decode (last: {last_error}); "
+                           f"check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and the video files")
+
+    # ------------------------------------------------------------- val / test
+    def decode_views(self, index: int) -> torch.Tensor:
+        """All views of one video, decoding each needed frame once: float [V, 3, T, S, S]."""
+        decoder = open_video(self.paths[index], self.backend)
+        try:
+            frame_ids = eval_clip_indices(
+                decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                target_fps=self.target_fps, num_clips=self.num_clips)
+            needed, position = torch.unique(frame_ids, return_inverse=True)
+            frames = decoder.get_frames(needed)
+        finally:
+            decoder.close()
+        # Resize each distinct frame once; every view is then a crop of it, normalised
+        # straight into its slot of the output (one write of the float views). The
+        # channel-first copy makes each crop a run of contiguous rows to read.
+        video = T.resize_short_side(T.to_tchw(frames), self.test_crop).transpose(0, 1).contiguous()
+        views = torch.empty((len(position) * self.num_crops, 3, self.num_frames, self.test_crop, self.test_crop))
+        for c, clip in enumerate(position):
+            crops = T.eval_crops(video[:, clip], self.test_crop, self.num_crops)
+            for k, crop in enumerate(crops):
+                T.normalize(crop.transpose(0, 1), self.mean, self.std, out=views[c * self.num_crops + k])
+        return views
+
+    def _eval_item(self, index: int) -> dict:
+        item = {"label": self.labels[index], "index": index, "failed": None}
+        try:
+            views = self.decode_views(index)
+            item["inputs"] = views if self.split == "test" else views[0]
+        except Exception as err:  # recorded and reported, never a crash
+            item["inputs"] = None
+            item["failed"] = (index, self.paths[index], describe_error(err))
+        return item
+
+    def __getitem__(self, index: int) -> dict:
+        if self.split == "train":
+            return self._train_item(index)
+        return self._eval_item(index)
+

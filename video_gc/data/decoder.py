@@ -1,0 +1,192 @@
+"""Video decoders that open a file once and return only the frames asked for.
+
+``open_video(path, backend)`` gives a decoder with ``fps``, ``num_frames`` and
+``get_frames(indices)``. ``indices`` is any 1-D sequence of frame numbers; the
+decoder decodes each distinct frame once and returns ``uint8 [K, H, W, 3]`` in
+the order asked. Memory stays bounded by the frames asked for, never by the
+video's length, which is what the decode-once test path relies on.
+
+Every failure (missing, empty, truncated, undecodable file) is raised as
+``VideoDecodeError`` naming the file, so datasets can skip or record it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+BACKENDS = ("decord", "pyav")
+
+
+class VideoDecodeError(RuntimeError):
+    """A video that cannot be opened or decoded; the message names the file."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot decode video {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def describe_error(err: BaseException) -> str:
+    """'Type: first line of the message' (the reason recorded for a failed video)."""
+    if isinstance(err, VideoDecodeError):
+        return err.reason
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "file is empty (0 bytes)")
+
+
+def _unique_sorted(indices: Sequence[int] | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct indices (sorted) and, for every requested index, its row in them."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise ValueError("get_frames needs at least one frame index")
+    return np.unique(idx, return_inverse=True)
+
+
+class DecordDecoder:
+    """decord ``VideoReader`` with one thread (workers give the parallelism)."""
+
+    def __init__(self, path: str):
+        _check_file(path)
+        import decord
+
+        self.path = path
+        try:
+            self._reader = decord.VideoReader(path, num_threads=1, ctx=decord.cpu(0))
+            self.num_frames = len(self._reader)
+            self.fps = float(self._reader.get_avg_fps())
+        except Exception as err:  # decord raises its own DECORDError and RuntimeError
+            raise VideoDecodeError(path, describe_error(err)) from err
+        if self.num_frames <= 0 or not math.isfinite(self.fps) or self.fps <= 0:
+            raise VideoDecodeError(path, f"no decodable video frames (frames={self.num_frames}, fps={self.fps})")
+
+    def get_frames(self, indices) -> torch.Tensor:
+        uniq, inverse = _unique_sorted(indices)
+        uniq = np.clip(uniq, 0, self.num_frames - 1)
+        try:
+            frames = self._reader.get_batch(uniq.tolist()).asnumpy()
+        except Exception as err:
+            raise VideoDecodeError(self.path, describe_error(err)) from err
+        return torch.from_numpy(frames)[torch.from_numpy(inverse)]
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class PyAVDecoder:
+    """PyAV decoder: seek once before the first wanted frame, decode forward.
+
+    The frame count comes from the container header (``stream.frames``) or,
+    when that is missing, from duration x fps; both can be wrong, so a wanted
+    index past the last frame actually decoded is clamped to that frame.
+    """
+
+    def __init__(self, path: str):
+        _check_file(path)
+        import av
+
+        self.path = path
+        try:
+            self._container = av.open(path)
+            if not self._container.streams.video:
+                raise VideoDecodeError(path, "no video stream")
+            stream = self._container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self.fps = float(rate) if rate else 0.0
+            self._stream = stream
+            self._time_base = float(stream.time_base) if stream.time_base else 0.0
+            self._start_pts = stream.start_time or 0
+            self.num_frames = int(stream.frames or 0) or self._estimate_frames()
+        except VideoDecodeError:
+            raise
+        except Exception as err:
+            raise VideoDecodeError(path, describe_error(err)) from err
+        if self.num_frames <= 0 or self.fps <= 0:
+            raise VideoDecodeError(path, f"no decodable video frames (frames={self.num_frames}, fps={self.fps})")
+
+    def _estimate_frames(self) -> int:
+        if self._stream.duration and self._time_base:
+            seconds = self._stream.duration * self._time_base
+        elif self._container.duration:
+            seconds = self._container.duration / 1_000_000  # av.time_base: microseconds
+        else:
+            return 0
+        return int(round(seconds * self.fps))
+
+    def _frame_index(self, frame) -> int:
+        if frame.pts is None or not self._time_base:
+            return -1
+        return int(round((frame.pts - self._start_pts) * self._time_base * self.fps))
+
+    def _decode_range(self, wanted: set[int], last: int, seek_to: int | None) -> dict[int, np.ndarray]:
+        """Wanted frames up to index ``last``, decoded forward after a seek (or from the start).
+
+        The last frame decoded is always kept, so indices past the real end of
+        the video can be clamped to it.
+        """
+        container, stream = self._container, self._stream
+        target = self._start_pts + (int(seek_to / self.fps / self._time_base) if seek_to else 0)
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        kept, tail, counter = {}, None, 0
+        for frame in container.decode(stream):
+            # After a seek the index comes from the timestamp; from the start, counting is exact.
+            idx = self._frame_index(frame) if seek_to else counter
+            counter += 1
+            if idx > last:
+                break
+            if idx in wanted:
+                kept[idx] = frame
+            tail = (idx, frame)
+        if tail is not None and tail[0] not in kept:
+            kept[tail[0]] = tail[1]
+        return {i: f.to_ndarray(format="rgb24") for i, f in kept.items()}
+
+    def get_frames(self, indices) -> torch.Tensor:
+        uniq, inverse = _unique_sorted(indices)
+        uniq = np.clip(uniq, 0, self.num_frames - 1)
+        first, last = int(uniq[0]), int(uniq[-1])
+        wanted = set(uniq.tolist())
+        try:
+            decoded = {}
+            if first > 0 and self._time_base:
+                decoded = self._decode_range(wanted, last, seek_to=first)
+            if not decoded or min(decoded) > first:
+                # The seek overshot or timestamps are unusable: decode from the start.
+                decoded = self._decode_range(wanted, last, seek_to=None)
+        except Exception as err:
+            raise VideoDecodeError(self.path, describe_error(err)) from err
+        if not decoded:
+            raise VideoDecodeError(self.path, f"no frame decoded in [{first}, {last}]")
+        have = sorted(decoded)
+        rows = []
+        for i in uniq.tolist():
+            if i not in decoded:
+                # The header over-estimated the length: use the nearest earlier decoded frame.
+                i = have[max(int(np.searchsorted(have, i, side="right")) - 1, 0)]
+            rows.append(decoded[i])
+        return torch.from_numpy(np.stack(rows))[torch.from_numpy(inverse)]
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def open_video(path: str, backend: str = "decord"):
+    """Open ``path`` with ``backend`` ("decord" or "pyav"); raises VideoDecodeError."""
+    if backend == "decord":
+        return DecordDecoder(path)
+    if backend == "pyav":
+        return PyAVDecoder(path)
+    raise ValueError(f"unknown decoding backend '{backend}', choose from {BACKENDS}")
