@@ -72,3 +72,42 @@ def test_build_model_validates_programmatic_configs():
     cfg.CONTEXT.TYPE = "nl"
     with pytest.raises(ConfigError, match="CONTEXT.TYPE.*'nl'.*allowed values"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "opts, parts",
+    [
+        # malformed per-stage lists once crashed inside build_model with a bare TypeError
+        (["NONLOCAL.LOCATION", "[[1], [], [], []]"], ["NONLOCAL.LOCATION", "[1]", "res2", "[[i, j, ...]] (one pathway)"]),
+        (["RESNET.NUM_BLOCK_TEMP_KERNEL", "[3, 4, 6, 3]"], ["RESNET.NUM_BLOCK_TEMP_KERNEL", "res2", "one pathway"]),
+        # PySlowFast asserts NUM_BLOCK_TEMP_KERNEL <= the stage's blocks; a silent clamp hid typos
+        (["RESNET.NUM_BLOCK_TEMP_KERNEL", "[[3], [4], [9], [3]]"], ["NUM_BLOCK_TEMP_KERNEL", "[9]", "res4 has 6 blocks"]),
+        (["RESNET.NUM_BLOCK_TEMP_KERNEL", "[[3], [4], [-1], [3]]"], ["NUM_BLOCK_TEMP_KERNEL", "[-1]", "0 <= n"]),
+        (["RESNET.SPATIAL_STRIDES", "[[1], [0], [2], [2]]"], ["RESNET.SPATIAL_STRIDES", "[0]", "res3", "positive"]),
+        (["RESNET.NUM_GROUPS", "0"], ["RESNET.NUM_GROUPS", "0", "a positive integer"]),
+        (["NONLOCAL.POOL", "[[1, 2, 2], [1, 2, 2], [1, 2, 2], [1, 2, 2]]"], ["NONLOCAL.POOL", "[[t, h, w], ...]"]),
+        (["DATA.INPUT_CHANNEL_NUM", "[]"], ["DATA.INPUT_CHANNEL_NUM", "[]", "[C] with C > 0"]),
+        (["CONTEXT.TYPE", "gc", "CONTEXT.LOCATION", "[[], [True], [], []]"], ["CONTEXT.LOCATION", "True", "0..3"]),
+        # a block type with no block to go in would silently build the plain backbone
+        (["CONTEXT.TYPE", "gc"], ["CONTEXT.LOCATION", "[[], [], [], []]", "CONTEXT.TYPE 'gc'", "no block"]),
+        # PySlowFast keys that load but whose other values video_gc would silently ignore
+        (["MODEL.HEAD_ACT", "sigmoid"], ["MODEL.HEAD_ACT", "'sigmoid'", "allowed values: 'softmax'", "not implement"]),
+        (["BN.NUM_SPLITS", "2"], ["BN.NUM_SPLITS", "2", "allowed values: 1"]),
+        (["DATA.REVERSE_INPUT_CHANNEL", "True"], ["DATA.REVERSE_INPUT_CHANNEL", "True", "allowed values: False"]),
+    ],
+)
+def test_malformed_or_ignored_values(tmp_path, opts, parts):
+    msg = error_for(tmp_path, opts=opts)
+    assert all(p in msg for p in parts), msg
+
+
+def test_bad_yaml_files_name_the_file(tmp_path):
+    msg = error_for(tmp_path, "MODEL:\n  ARCH: [slow\n")
+    assert "bad.yaml: not valid YAML" in msg and "line" in msg
+    assert "bad.yaml: expected a mapping of config sections, got a list" in error_for(tmp_path, "- a\n- b\n")
+    assert "bad.yaml: expected a mapping of config sections" in error_for(tmp_path, "")
+    msg = error_for(tmp_path, "CONTEXT: gc\n")
+    assert msg.endswith("config key CONTEXT: invalid value gc of type str; allowed values: a section with keys "
+                        "TYPE, LOCATION, POSITION, GC, CGD, NA"), msg
+    msg = error_for(tmp_path, "_BASE_: missing_base.yaml\n")
+    assert f"config file not found: {tmp_path / 'missing_base.yaml'} (the _BASE_ of {tmp_path / 'bad.yaml'})" in msg

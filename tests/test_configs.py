@@ -172,8 +172,13 @@ PYSLOWFAST_YAMLS = {
     "C2D_8x8_R50": _PYSLOWFAST_COMMON + _NONLOCAL.format(location=_NONE, instantiation="softmax") + _C2D_BN
     + _SOLVER.format(warmup="34", arch="c2d") + _MODEL_NAME + _MODEL_TAIL + _PYSLOWFAST_TAIL,
 }
+# Older PySlowFast releases: SLOWONLY_NLN_8x8_R50.yaml, ARCH "slowonly".
+PYSLOWFAST_YAMLS["SLOWONLY_NLN_8x8_R50"] = (
+    _PYSLOWFAST_COMMON + _NONLOCAL.format(location=_NL5, instantiation="dot_product") + _C2D_BN
+    + _SOLVER.format(warmup="34", arch="slowonly") + _MODEL_TAIL + _PYSLOWFAST_TAIL)
 # PySlowFast YAML -> (our config of the same network, exact params).
 PYSLOWFAST_MATCH = {
+    "SLOWONLY_NLN_8x8_R50": ("SLOW_8x8_R50_NL", 39_812_560),
     "C2D_NLN_8x8_R50": ("C2D_8x8_R50_NL", 31_686_096),
     "SLOW_8x8_R50": ("SLOW_8x8_R50", 32_454_096),
     "C2D_8x8_R50": ("C2D_8x8_R50", 24_327_632),

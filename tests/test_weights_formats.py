@@ -167,6 +167,19 @@ def test_reads_python2_detectron_pickle(tmp_path):
     torch.testing.assert_close(source.tensors["res2.0.branch2.a.weight"], torch.from_numpy(array))
 
 
+def test_reads_protocol_5_pickles(tmp_path):
+    """Protocol 5 (Python 3.14's default) stores arrays through numpy's _frombuffer, not _reconstruct."""
+    blobs = {"conv1_w": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+             "pred_w": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))}
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=5))
+    assert b"_frombuffer" in path.read_bytes()
+    loaded = load_caffe2_pickle(str(path))["blobs"]
+    for name, array in blobs.items():
+        np.testing.assert_array_equal(loaded[name], array)
+        assert loaded[name].dtype == array.dtype and loaded[name].flags.writeable
+
+
 def test_caffe2_affine_bn_equals_scale_and_bias(tmp_path):
     """Detectron's frozen BN is x * s + b; loaded into a BatchNorm3d it must compute the same."""
     model = _small_model("c2d_nopool").eval()
@@ -308,3 +321,39 @@ def test_report_lists_problems_key_by_key():
     assert "res2.0.branch2.b.weight: checkpoint [64, 64, 3, 3] vs model [32, 32, 1, 3, 3]" in text
     assert report.partial and len(report.problems()) == 3
     assert report.summary()["inflated"] == 1
+
+
+def test_require_head_and_context_refuse_what_strict_mode_allows(tmp_path):
+    """Scoring needs the checkpoint's own classifier and context blocks: strict mode alone
+    accepts a new head (fine-tuning) and context blocks at init, so the test run asks for more."""
+    trained = _small_model("c2d", "MODEL.NUM_CLASSES", "7")
+    path = tmp_path / "seven_classes.pyth"
+    atomic_save({"model_state": trained.state_dict()}, str(path))
+
+    model = _small_model("c2d")  # 5 classes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert import_weights(_small_model("c2d"), str(path), strict=True).new_head  # strict lets it through
+    with pytest.raises(CheckpointError) as err:
+        import_weights(model, str(path), strict=True, require_head=True)
+    message = str(err.value)
+    assert str(path) in message and "head.projection.weight: checkpoint [7, 128], model [5, 128]" in message
+    assert "MODEL.NUM_CLASSES" in message
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing was written
+
+    same = tmp_path / "five_classes.pyth"
+    atomic_save({"model_state": _small_model("c2d").state_dict()}, str(same))
+    gc = ["CONTEXT.TYPE", "gc", "CONTEXT.LOCATION", "[[], [1], [], []]"]
+    report = import_weights(_small_model("c2d", *gc), str(same), strict=True, require_head=True)
+    assert report.context_kept and not report.new_head
+    with pytest.raises(CheckpointError, match=r"five_classes.pyth has none of this model's context-block weights"
+                                              r" \(\d+ tensors, e.g. res3\.1\.context\."):
+        import_weights(_small_model("c2d", *gc), str(same), require_context=True)
+    # A GC checkpoint restores its blocks (regression: GC's 4-D LayerNorm weight once made the
+    # importer take any GC checkpoint for an ImageNet one and skip every context tensor).
+    gc_trained = _small_model("c2d", *gc)
+    with_gc = tmp_path / "with_gc.pyth"
+    atomic_save({"model_state": gc_trained.state_dict()}, str(with_gc))
+    fresh = _small_model("c2d", *gc)
+    report = import_weights(fresh, str(with_gc), strict=True, require_head=True, require_context=True)
+    assert not report.context_kept and not report.new_head and not report.partial
+    assert torch.equal(fresh.res3[1].context.conv_k.weight, gc_trained.res3[1].context.conv_k.weight)

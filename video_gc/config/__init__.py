@@ -9,9 +9,11 @@ Every error names the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from typing import Iterable, Sequence
 
+import yaml
 from fvcore.common.config import CfgNode
 
 from .defaults import get_defaults
@@ -23,10 +25,9 @@ STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 # key -> allowed values.
 CHOICES = {
-    "MODEL.ARCH": ("slow", "c2d", "c2d_nopool", "c2d_nl32", "i3d"),
+    "MODEL.ARCH": ("slow", "c2d", "c2d_nopool", "c2d_nl32", "i3d", "slowonly"),
     "MODEL.MODEL_NAME": ("ResNet",),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
-    "MODEL.HEAD_ACT": ("softmax", "sigmoid", "none"),
     "RESNET.DEPTH": tuple(STAGE_DEPTHS),
     "RESNET.TRANS_FUNC": ("bottleneck_transform",),
     "NONLOCAL.INSTANTIATION": ("gaussian", "embedded_gaussian", "softmax", "dot_product", "concatenation"),
@@ -45,6 +46,17 @@ CHOICES = {
     "TRAIN.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
     "TEST.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
     "TRAIN.CHECKPOINT_INFLATE_MODE": ("average", "center"),
+    "TEST.INFERENCE_MODE": ("reference", "fp32", "channels_last", "bf16", "fp16", "compile", "best"),
+}
+
+# PySlowFast keys that load for compatibility but whose other values video_gc does not
+# implement: key -> the one supported value (anything else would be silently ignored).
+UNSUPPORTED = {
+    "MODEL.HEAD_ACT": "softmax",
+    "MODEL.DROPCONNECT_RATE": 0.0,
+    "BN.NUM_SPLITS": 1,
+    "DATA.MULTI_LABEL": False,
+    "DATA.REVERSE_INPUT_CHANNEL": False,
 }
 
 # Which CONTEXT.POSITION values each block family accepts.
@@ -81,8 +93,10 @@ def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
     return keys
 
 
-# fvcore's wording for a value whose type differs from the default's.
-_TYPE_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)")
+# fvcore's wording for a value whose type differs from the default's (values may span lines).
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\) with values \((.*) vs\. (.*)\) "
+    r"for config key: (\S+)", re.DOTALL)
 
 
 def _explain_merge_error(err: Exception, source: str, cfg: CfgNode) -> ConfigError:
@@ -90,9 +104,18 @@ def _explain_merge_error(err: Exception, source: str, cfg: CfgNode) -> ConfigErr
     mismatch = _TYPE_MISMATCH.search(msg)
     if mismatch:
         want, got, default, value, key = mismatch.groups()
+        try:
+            node = _get(cfg, key)
+        except KeyError:
+            node = None
+        if isinstance(node, CfgNode):
+            return ConfigError(
+                f"{source}: config key {key}: invalid value {value} of type {got}; allowed values: a section "
+                f"with keys {', '.join(node)}"
+            )
         return ConfigError(
-            f"{source}: config key {key}: invalid value {value} of type {got}; allowed values: type {want} "
-            f"(default {default})"
+            f"{source}: config key {key}: invalid value {value} of type {got.rsplit('.', 1)[-1]}; allowed values: "
+            f"type {want.rsplit('.', 1)[-1]} (default {default})"
         )
     if isinstance(err, KeyError) and "Non-existent config key" in msg:
         key = msg.split(":", 1)[1].strip()
@@ -121,9 +144,19 @@ def load_config(path: str | None = None, opts: Sequence[str] | None = None) -> C
     if path:
         try:
             data = CfgNode.load_yaml_with_base(path, allow_unsafe=False)
-            cfg.merge_from_other_cfg(CfgNode(_widen_ints(data, cfg)))
         except FileNotFoundError as err:
-            raise ConfigError(f"config file not found: {path}") from err
+            # The missing file may be a _BASE_ the config names, not the config itself.
+            missing = err.filename or path
+            where = "" if os.path.abspath(missing) == os.path.abspath(path) else f" (the _BASE_ of {path})"
+            raise ConfigError(f"config file not found: {missing}{where}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        except TypeError as err:  # fvcore's reaction to an empty file or a bare scalar
+            raise ConfigError(f"{path}: expected a mapping of config sections ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config sections, got a {type(data).__name__}")
+        try:
+            cfg.merge_from_other_cfg(CfgNode(_widen_ints(data, cfg)))
         except (KeyError, ValueError, AssertionError, TypeError) as err:
             raise _explain_merge_error(err, path, cfg) from err
     if opts:
@@ -155,15 +188,44 @@ def _check_choice(cfg: CfgNode, key: str, allowed: Iterable) -> None:
         )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _per_stage(cfg: CfgNode, key: str, depths: Sequence[int], form: str, valid) -> None:
+    """Check a PySlowFast per-stage list: one entry per stage res2..res5, each a one-pathway list
+    ``[x]`` whose x satisfies ``valid(x, stage_depth)``; ``form`` describes x for the message."""
+    value = _get(cfg, key)
+    if not isinstance(value, (list, tuple)) or len(value) != len(depths):
+        raise ConfigError(
+            f"config key {key}: invalid value {value!r}; allowed values: one entry per stage res2..res5 "
+            f"({len(depths)}), each [{form}]"
+        )
+    for stage, (entry, depth) in enumerate(zip(value, depths), start=2):
+        if not isinstance(entry, (list, tuple)) or len(entry) != 1 or not valid(entry[0], depth):
+            raise ConfigError(
+                f"config key {key}: invalid value {entry!r} in res{stage}; allowed values: [{form}] "
+                f"(one pathway; res{stage} has {depth} blocks)"
+            )
+
+
 def _check_locations(key: str, location, depths: Sequence[int], nested: bool) -> None:
-    if len(location) != len(depths):
+    if not isinstance(location, (list, tuple)) or len(location) != len(depths):
         raise ConfigError(
             f"config key {key}: expected one entry per stage res2..res5 ({len(depths)}), got {location!r}"
         )
     for stage, (entry, depth) in enumerate(zip(location, depths), start=2):
-        indices = [i for pathway in entry for i in pathway] if nested else list(entry)
+        shape_ok = isinstance(entry, (list, tuple)) and (
+            not nested or (len(entry) == 1 and isinstance(entry[0], (list, tuple))))
+        if not shape_ok:
+            form = "[[i, j, ...]] (one pathway)" if nested else "[i, j, ...]"
+            raise ConfigError(
+                f"config key {key}: invalid value {entry!r} in res{stage}; allowed values: {form}, 0-based block "
+                f"indices, e.g. {'[[[]], [[1, 3]], [[1, 3, 5]], [[]]]' if nested else '[[], [1, 3], [1, 3, 5], []]'}"
+            )
+        indices = list(entry[0]) if nested else list(entry)
         for idx in indices:
-            if not isinstance(idx, int) or not 0 <= idx < depth:
+            if not _is_int(idx) or not 0 <= idx < depth:
                 raise ConfigError(
                     f"config key {key}: block index {idx!r} in res{stage} is out of range; "
                     f"allowed values: 0..{depth - 1} (res{stage} has {depth} blocks at depth {sum(depths) * 3 + 2})"
@@ -178,20 +240,51 @@ def validate_cfg(cfg: CfgNode) -> CfgNode:
     _check_locations("NONLOCAL.LOCATION", cfg.NONLOCAL.LOCATION, depths, nested=True)
     _check_locations("CONTEXT.LOCATION", cfg.CONTEXT.LOCATION, depths, nested=False)
     _check_choice(cfg, "CONTEXT.POSITION", _POSITIONS.get(cfg.CONTEXT.TYPE, _GC_POSITIONS))
+    if len(cfg.NONLOCAL.GROUP) != len(depths):
+        raise ConfigError(
+            f"config key NONLOCAL.GROUP: invalid value {cfg.NONLOCAL.GROUP!r}; allowed values: one entry per stage "
+            f"res2..res5"
+        )
     for stage, entry in enumerate(cfg.NONLOCAL.GROUP, start=2):
-        if any(g != 1 for g in entry):
+        if not isinstance(entry, (list, tuple)) or any(g != 1 for g in entry):
             raise ConfigError(
-                f"config key NONLOCAL.GROUP: invalid value {list(entry)!r} in res{stage}; allowed values: [1] "
+                f"config key NONLOCAL.GROUP: invalid value {entry!r} in res{stage}; allowed values: [1] "
                 "(grouped non-local blocks are not implemented)"
             )
-    for key in ("RESNET.NUM_BLOCK_TEMP_KERNEL", "RESNET.SPATIAL_STRIDES", "RESNET.SPATIAL_DILATIONS",
-                "NONLOCAL.GROUP", "NONLOCAL.POOL"):
-        if len(_get(cfg, key)) != len(depths):
+    if cfg.CONTEXT.TYPE != "none" and not any(cfg.CONTEXT.LOCATION):
+        raise ConfigError(
+            f"config key CONTEXT.LOCATION: invalid value {list(cfg.CONTEXT.LOCATION)!r} for CONTEXT.TYPE "
+            f"{cfg.CONTEXT.TYPE!r} (no block would get one); allowed values: per stage res2..res5 the 0-based "
+            f"indices of the blocks that get it, e.g. [[], [1, 3], [1, 3, 5], []]"
+        )
+    _per_stage(cfg, "RESNET.NUM_BLOCK_TEMP_KERNEL", depths, "n with 0 <= n <= the stage's blocks",
+               lambda n, depth: _is_int(n) and 0 <= n <= depth)
+    for key in ("RESNET.SPATIAL_STRIDES", "RESNET.SPATIAL_DILATIONS"):
+        _per_stage(cfg, key, depths, "a positive integer", lambda n, depth: _is_int(n) and n > 0)
+    # PySlowFast lists a pool per pathway ([[1, 2, 2], [1, 2, 2]] per stage); the first is the one used.
+    pool = cfg.NONLOCAL.POOL
+    if not isinstance(pool, (list, tuple)) or len(pool) != len(depths) or not all(
+            isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], (list, tuple)) and len(entry[0]) == 3
+            and all(_is_int(k) and k > 0 for k in entry[0]) for entry in pool):
+        raise ConfigError(
+            f"config key NONLOCAL.POOL: invalid value {pool!r}; allowed values: one entry per stage res2..res5, "
+            f"each [[t, h, w], ...] of positive integers (one [t, h, w] per pathway)"
+        )
+    channels = cfg.DATA.INPUT_CHANNEL_NUM
+    if not channels or not all(_is_int(c) and c > 0 for c in channels):
+        raise ConfigError(
+            f"config key DATA.INPUT_CHANNEL_NUM: invalid value {channels!r}; allowed values: [C] with C > 0 "
+            f"(one pathway)"
+        )
+    for key, supported in UNSUPPORTED.items():
+        if _get(cfg, key) != supported:
             raise ConfigError(
-                f"config key {key}: invalid value {_get(cfg, key)!r}; allowed values: one entry per stage res2..res5"
+                f"config key {key}: invalid value {_get(cfg, key)!r}; allowed values: {supported!r} "
+                f"(PySlowFast option that video_gc does not implement)"
             )
     positive = ("DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE",
                 "MODEL.NUM_CLASSES", "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "RESNET.WIDTH_PER_GROUP",
+                "RESNET.NUM_GROUPS",
                 "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "SOLVER.MAX_EPOCH")
     for key in positive:
         value = _get(cfg, key)

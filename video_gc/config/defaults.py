@@ -49,6 +49,9 @@ _C.TEST.NUM_ENSEMBLE_VIEWS = 10
 _C.TEST.NUM_SPATIAL_CROPS = 3
 _C.TEST.CHECKPOINT_TYPE = "pytorch"
 _C.TEST.SAVE_RESULTS_PATH = ""
+# video_gc: forward-pass mode of the test loop (video_gc.engine.inference): reference |
+# fp32 | channels_last | bf16 | fp16 | compile | best. channels_last is exact (BN folded, fused).
+_C.TEST.INFERENCE_MODE = "channels_last"
 
 # ---------------------------------------------------------------------------
 # ResNet backbone
@@ -126,7 +129,8 @@ _C.CONTEXT.NA.EPS = 1e-5
 # Model
 # ---------------------------------------------------------------------------
 _C.MODEL = CfgNode()
-# slow | c2d | c2d_nopool | c2d_nl32 (Non-local paper's 32-frame C2D) | i3d
+# slow | c2d | c2d_nopool | c2d_nl32 (Non-local paper's 32-frame C2D) | i3d;
+# slowonly = slow (older PySlowFast name)
 _C.MODEL.ARCH = "slow"
 _C.MODEL.MODEL_NAME = "ResNet"
 _C.MODEL.NUM_CLASSES = 400

@@ -46,6 +46,8 @@ ARCHS: Dict[str, ArchSpec] = {
     # I3D (PySlowFast's table): 5x7x7 conv1, alternating 3x1x1 / 1x1x1 conv a.
     "i3d": ArchSpec(5, 1, _IMAGENET_POOL, ((3,), (3, 1), (3, 1), (1, 3)), 2),
 }
+# Older PySlowFast YAMLs (SLOWONLY_*) call the Slow-only network "slowonly".
+ARCHS["slowonly"] = ARCHS["slow"]
 
 
 def stage_temporal_kernels(spec_kernels: Sequence[int], num_blocks: int, num_temp_blocks: int) -> list:

@@ -6,6 +6,8 @@ here resolves only the handful of globals that a dict of numpy arrays needs:
 
 - ``numpy.ndarray`` and numpy's array reconstructor (``numpy.core.multiarray``
   in files written by numpy 1, ``numpy._core.multiarray`` by numpy 2),
+- numpy's ``_frombuffer`` (``numpy.core.numeric`` / ``numpy._core.numeric``), which
+  pickle protocol 5 uses for arrays (Python 3.14's default protocol),
 - ``numpy.dtype`` (object dtypes refused: they would unpickle arbitrary items),
 - ``_codecs.encode`` with the latin1 codec (how Python 3 writes bytes at protocol 2),
 - ``collections.OrderedDict``.
@@ -38,6 +40,11 @@ def _safe_dtype(obj: Any, align: bool = False, copy: bool = False) -> np.dtype:
     return dtype
 
 
+def _frombuffer(buf: Any, dtype: Any, shape: tuple, order: str) -> np.ndarray:
+    """Protocol 5's array constructor, restricted to plain dtypes."""
+    return np.frombuffer(buf, dtype=_safe_dtype(dtype)).reshape(shape, order=order).copy(order="K")
+
+
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     if encoding not in ("latin1", "latin-1"):
         raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
@@ -49,6 +56,8 @@ _ALLOWED = {
     ("numpy", "dtype"): _safe_dtype,
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("_codecs", "encode"): _latin1_encode,
     ("collections", "OrderedDict"): collections.OrderedDict,
 }

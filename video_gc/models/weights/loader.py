@@ -13,6 +13,10 @@ Rules, key by key over the model's state dict:
   and running variance 1 - eps, so the BN computes x * scale + bias exactly;
 - anything else is reported (missing, unused, shape mismatch) and fails in
   strict mode. A checkpoint where nothing beyond the fc matches always fails.
+
+Strict mode still allows a new head and context blocks at their init (fine-tuning
+needs both). Scoring a test set needs neither: ``require_head`` and
+``require_context`` refuse them.
 """
 
 from __future__ import annotations
@@ -62,14 +66,23 @@ def apply_weights(
     inflate: bool = True,
     inflate_mode: str = "average",
     strict: bool = False,
+    require_head: bool = False,
+    require_context: bool = False,
 ) -> LoadReport:
-    """Copy ``source`` into ``model`` in place and return what happened."""
+    """Copy ``source`` into ``model`` in place and return what happened.
+
+    ``strict``: fail on a partial match. ``require_head``: fail unless the
+    checkpoint's classifier fits the model (a new, random head would be scored
+    otherwise). ``require_context``: fail unless the checkpoint holds the model's
+    context blocks. Nothing in the model changes when any check fails.
+    """
     if inflate_mode not in INFLATE_MODES:
         raise ValueError(f"inflate mode {inflate_mode!r}; allowed values: {', '.join(INFLATE_MODES)}")
     report = LoadReport(path=source.path, source_format=source.format, inflate_mode=inflate_mode)
     _fill_affine_bn(source, _bn_eps(model), report)
     target = model.state_dict()
-    image_checkpoint = any(t.dim() == 4 for t in source.tensors.values())
+    # 2D kernels mark an image checkpoint; context tensors do not count (GC's LayerNorm weight is 4-D).
+    image_checkpoint = any(t.dim() == 4 for k, t in source.tensors.items() if not names.is_context_key(k))
     has_context = any(names.is_context_key(k) for k in source.tensors)
     updates, used = {}, set()
     not_inflated = []
@@ -109,7 +122,8 @@ def apply_weights(
         key, s, t = not_inflated[0]
         raise CheckpointError(
             f"checkpoint {source.path} holds 2D kernels ({len(not_inflated)} of them, e.g. {key} "
-            f"{list(s)} for the model's {list(t)}); set TRAIN.CHECKPOINT_INFLATE True to inflate them into 3D"
+            f"{list(s)} for the model's {list(t)}); set TRAIN.CHECKPOINT_INFLATE True to inflate them into 3D "
+            f"(a 2D checkpoint is a starting point for training, not a video model to test)"
         )
     if all(names.is_head_key(k) for k in report.loaded + [k for k, _, _ in report.inflated]):
         problems = report.problems()
@@ -125,6 +139,19 @@ def apply_weights(
             f"strict loading of {source.path} failed: partial match ({len(report.problems())} problems):\n  "
             + "\n  ".join(report.problems())
         )
+    if require_head and report.new_head:
+        key, src, dest = report.new_head[0]
+        found = f"checkpoint {list(src)}" if src is not None else "no classifier in the checkpoint"
+        raise CheckpointError(
+            f"checkpoint {source.path} has no classifier for this model: {key}: {found}, model {list(dest)} "
+            f"(MODEL.NUM_CLASSES must match the class count the checkpoint was trained with)"
+        )
+    if require_context and report.context_kept:
+        raise CheckpointError(
+            f"checkpoint {source.path} has none of this model's context-block weights ({len(report.context_kept)} "
+            f"tensors, e.g. {report.context_kept[0]}); they would keep their initial values. Check CONTEXT.* and "
+            f"NONLOCAL.* against the config the checkpoint was trained with"
+        )
     with torch.no_grad():
         for key, value in updates.items():
             target[key].copy_(value.to(dtype=target[key].dtype))
@@ -139,14 +166,20 @@ def import_weights(
     inflate: bool = True,
     inflate_mode: str = "average",
     strict: bool = False,
+    require_head: bool = False,
+    require_context: bool = False,
 ) -> LoadReport:
     """Load the checkpoint at ``path`` (any supported layout) into ``model``.
 
     ``fmt``: auto | pytorch | torchvision | caffe2 | pyslowfast | pytorchvideo | video_gc.
+    ``strict`` / ``require_head`` / ``require_context``: see :func:`apply_weights`.
     Nothing in the model changes unless the whole load succeeds.
     """
     source = load_source(path, fmt)
-    return apply_weights(model, source, inflate=inflate, inflate_mode=inflate_mode, strict=strict)
+    return apply_weights(
+        model, source, inflate=inflate, inflate_mode=inflate_mode, strict=strict,
+        require_head=require_head, require_context=require_context,
+    )
 
 
 def load_pretrained(model: nn.Module, cfg) -> LoadReport | None:

@@ -33,8 +33,10 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Mapping
 
+from ..resnet import CONTEXT_MODULE_NAMES
+
 # Model-name fragments of the parts that have no 2D counterpart (contract names).
-CONTEXT_PATTERN = re.compile(r"(^|\.)(context|nonlocal|cgd)\.")
+CONTEXT_PATTERN = re.compile(r"(^|\.)(" + "|".join(CONTEXT_MODULE_NAMES) + r")\.")
 HEAD_PREFIX = "head.projection."
 
 _TV_BN = {"1": "a", "2": "b", "3": "c"}
