@@ -1,0 +1,237 @@
+"""Engine building blocks: LR schedule, weight-decay groups, checkpoints, ensembling, metrics."""
+
+import logging
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from video_gc.config import load_config
+from video_gc.engine import checkpoint as cu
+from video_gc.engine.lr_policy import get_lr_at_epoch
+from video_gc.engine.meters import (confusion_matrix, ensemble_views, mean_class_accuracy, topk_accuracies,
+                                    topk_correct)
+from video_gc.engine.optimizer import construct_optimizer, param_groups
+from video_gc.engine.test import compute_metrics
+from video_gc.models.blocks.cgd import CompactGlobalDescriptor
+from video_gc.utils.io import safe_torch_load
+
+
+# ----------------------------------------------------------------------------- LR schedule
+def test_cosine_with_warmup_values():
+    cfg = load_config(None, ["SOLVER.LR_POLICY", "cosine", "SOLVER.BASE_LR", "0.1", "SOLVER.COSINE_END_LR", "0.0",
+                             "SOLVER.MAX_EPOCH", "10", "SOLVER.WARMUP_EPOCHS", "2.0",
+                             "SOLVER.WARMUP_START_LR", "0.01"])
+    at_warmup_end = 0.05 * (1 + math.cos(math.pi * 2 / 10))  # the cosine's value at epoch 2
+    assert get_lr_at_epoch(cfg, 0.0) == pytest.approx(0.01)
+    # Iteration 5 of 10 in epoch 1 -> fractional epoch 1.5: 3/4 of the way through the warm-up.
+    assert get_lr_at_epoch(cfg, 1 + 5 / 10) == pytest.approx(0.01 + 0.75 * (at_warmup_end - 0.01))
+    assert get_lr_at_epoch(cfg, 2.0) == pytest.approx(at_warmup_end)
+    assert get_lr_at_epoch(cfg, 5.0) == pytest.approx(0.05)
+    assert get_lr_at_epoch(cfg, 7.25) == pytest.approx(0.05 * (1 + math.cos(math.pi * 0.725)))
+    assert get_lr_at_epoch(cfg, 10.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_end_lr_and_after_warmup():
+    cfg = load_config(None, ["SOLVER.BASE_LR", "0.2", "SOLVER.COSINE_END_LR", "0.002", "SOLVER.MAX_EPOCH", "12",
+                             "SOLVER.WARMUP_EPOCHS", "2.0", "SOLVER.COSINE_AFTER_WARMUP", "True"])
+    assert get_lr_at_epoch(cfg, 2.0) == pytest.approx(0.2)  # cosine starts at the warm-up's end
+    assert get_lr_at_epoch(cfg, 7.0) == pytest.approx(0.002 + 0.198 * 0.5)
+    assert get_lr_at_epoch(cfg, 12.0) == pytest.approx(0.002)
+
+
+def test_steps_with_relative_lrs_with_warmup_values():
+    cfg = load_config(None, ["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.BASE_LR", "0.1",
+                             "SOLVER.STEPS", "[0, 4, 8]", "SOLVER.LRS", "[1, 0.1, 0.01]", "SOLVER.MAX_EPOCH", "10",
+                             "SOLVER.WARMUP_EPOCHS", "1.0", "SOLVER.WARMUP_START_LR", "0.001"])
+    assert get_lr_at_epoch(cfg, 0.0) == pytest.approx(0.001)
+    assert get_lr_at_epoch(cfg, 0.5) == pytest.approx(0.001 + 0.5 * (0.1 - 0.001))
+    assert get_lr_at_epoch(cfg, 1.0) == pytest.approx(0.1)
+    assert get_lr_at_epoch(cfg, 3.99) == pytest.approx(0.1)
+    assert get_lr_at_epoch(cfg, 4.0) == pytest.approx(0.01)
+    assert get_lr_at_epoch(cfg, 7.9) == pytest.approx(0.01)
+    assert get_lr_at_epoch(cfg, 8.5) == pytest.approx(0.001)
+
+
+# ----------------------------------------------------------------------------- weight decay groups
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 8, 1, bias=True)
+        self.bn = nn.BatchNorm3d(8)
+        self.cgd = CompactGlobalDescriptor(8)
+        self.ln = nn.LayerNorm([8, 1, 1, 1])
+        self.gn = nn.GroupNorm(2, 8)
+        self.fc = nn.Linear(8, 4)
+
+
+def _group_of(groups, param):
+    return [g["name"] for g in groups if any(p is param for p in g["params"])]
+
+
+@pytest.mark.parametrize("zero_1d", [False, True])
+def test_weight_decay_groups(zero_1d):
+    cfg = load_config(None, ["SOLVER.WEIGHT_DECAY", "1e-4", "BN.WEIGHT_DECAY", "0.0",
+                             "CONTEXT.CGD.WEIGHT_DECAY_MULT", "0.5", "SOLVER.ZERO_WD_1D_PARAM", str(zero_1d)])
+    net = _Net()
+    groups = param_groups(net, cfg)
+    decay = {g["name"]: g["weight_decay"] for g in groups}
+    for module in (net.bn, net.ln, net.gn):
+        for p in module.parameters():
+            assert _group_of(groups, p) == ["norm"]
+    assert decay["norm"] == 0.0
+    assert list(net.cgd.parameters())
+    for p in net.cgd.parameters():  # CGD's vectors keep the halved decay even with ZERO_WD_1D_PARAM
+        assert _group_of(groups, p) == ["cgd"]
+    assert decay["cgd"] == pytest.approx(5e-5)
+    assert _group_of(groups, net.conv.weight) == ["default"] and _group_of(groups, net.fc.weight) == ["default"]
+    assert decay["default"] == pytest.approx(1e-4)
+    expected_bias = "no_decay_1d" if zero_1d else "default"
+    assert _group_of(groups, net.conv.bias) == [expected_bias] and _group_of(groups, net.fc.bias) == [expected_bias]
+    if zero_1d:
+        assert decay["no_decay_1d"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+def test_sgd_settings_from_config():
+    cfg = load_config(None, ["SOLVER.MOMENTUM", "0.8", "SOLVER.NESTEROV", "False", "SOLVER.DAMPENING", "0.1"])
+    opt = construct_optimizer(_Net(), cfg)
+    for group in opt.param_groups:
+        assert (group["momentum"], group["nesterov"], group["dampening"]) == (0.8, False, 0.1)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _tiny_model_and_optimizer():
+    cfg = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "MODEL.NUM_CLASSES", "3", "CONTEXT.TYPE", "cgd",
+                             "CONTEXT.LOCATION", "[[0], [], [], []]"])
+    from video_gc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = construct_optimizer(model, cfg)
+    loss = model(torch.randn(2, 3, 2, 32, 32)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()  # creates momentum buffers
+    return cfg, model, opt
+
+
+def test_checkpoint_round_trip_with_rng_and_optimizer(tmp_path):
+    cfg, model, opt = _tiny_model_and_optimizer()
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    path = cu.save_checkpoint(str(tmp_path), 4, model, opt, None, cfg)
+    assert path.endswith("checkpoints/checkpoint_epoch_00005.pyth")
+    expected = (torch.rand(5), np.random.rand(5), [random.random() for _ in range(5)])
+
+    raw = safe_torch_load(path)  # weights_only=True must accept the whole file
+    assert raw["epoch"] == 4
+    assert "WIDTH_PER_GROUP: 2" in raw["cfg"]
+
+    _, fresh_model, fresh_opt = _tiny_model_and_optimizer()
+    for p in fresh_model.parameters():
+        nn.init.normal_(p)
+    torch.manual_seed(999)
+    np.random.seed(999)
+    random.seed(999)
+    start = cu.restore_training_state(cu.read_checkpoint(path), path, fresh_model, fresh_opt)
+    assert start == 5
+    got = (torch.rand(5), np.random.rand(5), [random.random() for _ in range(5)])
+    assert torch.equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[2] == expected[2]
+    for (name, a), b in zip(model.state_dict().items(), fresh_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    saved, loaded = opt.state_dict(), fresh_opt.state_dict()
+    assert [g["weight_decay"] for g in saved["param_groups"]] == [g["weight_decay"] for g in loaded["param_groups"]]
+    assert saved["state"].keys() == loaded["state"].keys() and saved["state"]
+    for key in saved["state"]:
+        assert torch.equal(saved["state"][key]["momentum_buffer"], loaded["state"][key]["momentum_buffer"])
+
+
+def test_corrupt_newest_checkpoint_is_skipped(tmp_path, caplog):
+    cfg, model, opt = _tiny_model_and_optimizer()
+    for epoch in range(3):
+        cu.save_checkpoint(str(tmp_path), epoch, model, opt, None, cfg)
+    newest = cu.checkpoint_path(str(tmp_path), 2)
+    data = open(newest, "rb").read()
+    with open(newest, "wb") as f:  # a partial write: half the bytes
+        f.write(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        path, state = cu.find_last_valid_checkpoint(str(tmp_path))
+    assert path == cu.checkpoint_path(str(tmp_path), 1) and state["epoch"] == 1
+    assert "checkpoint_epoch_00003.pyth" in caplog.text and "skipping" in caplog.text
+
+
+def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
+    cfg, model, opt = _tiny_model_and_optimizer()
+    path = cu.save_checkpoint(str(tmp_path), 0, model, opt, None, cfg)
+    with pytest.raises(cu.CheckpointError, match="does not match the model"):
+        cu.load_model_state(nn.Linear(2, 2), cu.read_checkpoint(path), path)
+
+
+# ----------------------------------------------------------------------------- ensembling and metrics
+def test_ensembling_sum_and_max_differ_as_computed_by_hand():
+    # One video, three views, three classes: the sum favours class 1, the max favours class 0.
+    views = torch.tensor([[[0.90, 0.05, 0.05], [0.10, 0.60, 0.30], [0.10, 0.60, 0.30]]])
+    total = ensemble_views(views, "sum")
+    peak = ensemble_views(views, "max")
+    assert torch.allclose(total, torch.tensor([[1.10, 1.25, 0.65]]))
+    assert torch.allclose(peak, torch.tensor([[0.90, 0.60, 0.30]]))
+    assert total.argmax().item() == 1 and peak.argmax().item() == 0
+    with pytest.raises(ValueError, match="ENSEMBLE_METHOD"):
+        ensemble_views(views, "mean")
+
+
+def test_topk_and_mean_class_accuracy():
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([1, 1, 2, 2])
+    hits1, hits2 = topk_correct(scores, labels, ks=(1, 2))
+    assert hits1.tolist() == [True, False, True, False]
+    assert hits2.tolist() == [True, True, True, False]
+    assert topk_accuracies(scores, labels, ks=(1, 5)) == [50.0, 100.0]  # top-5 capped at 3 classes
+    matrix = confusion_matrix(labels.numpy(), scores.argmax(1).numpy(), 3)
+    assert matrix.tolist() == [[0, 0, 0], [1, 1, 0], [1, 0, 1]]
+    # Imbalanced: class 0 has 1 video (right), class 1 has 3 (1 right) -> mean of 100% and 33.3%.
+    skewed = confusion_matrix(np.array([0, 1, 1, 1]), np.array([0, 1, 0, 0]), 2)
+    assert mean_class_accuracy(skewed) == pytest.approx((100.0 + 100.0 / 3) / 2)
+
+
+def test_compute_metrics_video_vs_clip_level():
+    results = {
+        "label": np.array([0, 1]),
+        "scores": np.array([[2.0, 1.0], [1.2, 1.8]]),  # both videos right after ensembling
+        "view_hits1": np.array([3, 1]),                 # but only 4 of 6 single views were right
+        "view_hits5": np.array([3, 3]),
+        "views": np.array([3, 3]),
+    }
+    metrics, matrix = compute_metrics(results, 2)
+    assert metrics["top1"] == 100.0 and metrics["clip_top1"] == pytest.approx(400 / 6)
+    assert metrics["mean_class_accuracy"] == 100.0 and matrix.trace() == 2
+
+
+def test_fresh_run_fine_tunes_and_auto_resume_wins(tmp_path):
+    from video_gc.engine.train import make_grad_scaler, resume_or_initialise
+
+    cfg, trained, opt = _tiny_model_and_optimizer()
+    source = cu.save_checkpoint(str(tmp_path / "pretrain"), 7, trained, opt, None, cfg)
+    run = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "MODEL.NUM_CLASSES", "3", "CONTEXT.TYPE", "cgd",
+                             "CONTEXT.LOCATION", "[[0], [], [], []]", "OUTPUT_DIR", str(tmp_path / "run"),
+                             "TRAIN.CHECKPOINT_FILE_PATH", source, "TRAIN.CHECKPOINT_TYPE", "auto"])
+    _, model, _ = _tiny_model_and_optimizer()
+    fresh_opt = construct_optimizer(model, run)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    # Fresh run: weights from TRAIN.CHECKPOINT_FILE_PATH, epoch 0, optimizer untouched.
+    assert resume_or_initialise(run, model, fresh_opt, make_grad_scaler(torch.device("cpu"), None)) == 0
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not fresh_opt.state_dict()["state"]
+    # A checkpoint of the run itself takes precedence over the fine-tuning source.
+    cu.save_checkpoint(str(tmp_path / "run"), 2, model, opt, None, run)
+    assert resume_or_initialise(run, model, fresh_opt, make_grad_scaler(torch.device("cpu"), None)) == 3
+    assert fresh_opt.state_dict()["state"].keys() == opt.state_dict()["state"].keys()

@@ -1,0 +1,127 @@
+"""Process-group helpers. Everything degrades to a no-op in a single process.
+
+How ``NUM_GPUS`` is read: on a machine with CUDA it is the number of GPUs (one
+process each) per node; on a CPU-only machine it is the number of CPU processes
+per node (gloo backend), and ``NUM_GPUS: 0`` means one CPU process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (and torch.distributed.run) export these for every worker."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def use_cuda(cfg) -> bool:
+    return cfg.NUM_GPUS > 0 and torch.cuda.is_available()
+
+
+def backend_for(cfg) -> str:
+    """NCCL needs CUDA; on CPU the only choice is gloo."""
+    return cfg.DIST_BACKEND if use_cuda(cfg) else "gloo"
+
+
+def init_process_group(cfg, *, rank: int, world_size: int, local_rank: int, init_method: str) -> DistInfo:
+    """Join the process group (when world_size > 1) and pick this process's device."""
+    if use_cuda(cfg):
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend_for(cfg), init_method=init_method, rank=rank, world_size=world_size, **kwargs)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_master() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over all ranks (a copy; the input is untouched)."""
+    values = values.detach().clone()
+    if is_dist():
+        dist.all_reduce(values)
+        values /= get_world_size()
+    return values
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    values = values.detach().clone()
+    if is_dist():
+        dist.all_reduce(values)
+    return values
+
+
+def all_gather_objects(obj) -> list:
+    """One entry per rank (a list with ``obj`` alone when not distributed)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes (not buffers: BN running stats are per rank by design)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,150 @@
+"""Fast inference: one call turns a trained model into the fastest exact (or
+near-exact) forward pass for a device.
+
+    from video_gc.engine.inference import prepare_for_inference
+    fast = prepare_for_inference(model, "best", device)   # model itself is untouched
+    with torch.inference_mode():
+        logits = fast(clips)                               # float32 logits [N, K]
+
+Modes (``INFERENCE_MODES``; TEST.INFERENCE_MODE picks one for the test loop):
+
+- ``reference``: the model as built, eval mode, fp32, contiguous layout.
+- ``fp32``: BatchNorm folded into the convs, ReLU and residual add fused into them
+  (``video_gc.models.fast``). Logits equal the reference up to float rounding.
+- ``channels_last``: ``fp32`` in the channels_last_3d memory format (oneDNN's and
+  cuDNN's preferred layout for 3D convs).
+- ``bf16``: ``channels_last`` under bfloat16 autocast (CPU with native bf16 or CUDA).
+- ``fp16``: ``channels_last`` under float16 autocast (CUDA only).
+- ``compile``: the model as built, channels_last_3d, in ``torch.compile`` (Inductor with
+  frozen weights, which folds BN and fuses the convs itself). The first call compiles.
+- ``best``: ``bf16`` on a CPU with native bf16 instructions, ``fp16`` on CUDA,
+  ``channels_last`` otherwise.
+
+Every mode returns float32 logits, whatever dtype the model ran in.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from video_gc.models.fast import FusedConv3d, fuse_for_inference, to_channels_last_3d
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_MODES = ("reference", "fp32", "channels_last", "bf16", "fp16", "compile", "best")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What a mode turns on: fusion, layout, autocast dtype, torch.compile."""
+
+    mode: str
+    fuse: bool
+    channels_last: bool
+    dtype: Optional[torch.dtype]
+    compile: bool
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return torch.backends.mkldnn.is_available() and any(
+        callable(getattr(cpu, name, None)) and getattr(cpu, name)() for name in checks)
+
+
+def resolve_mode(mode: str, device: torch.device | str) -> InferenceSettings:
+    """The settings ``mode`` means on ``device``; a clear error for a mode the device cannot run."""
+    device = torch.device(device)
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"inference mode {mode!r}; allowed values: {', '.join(INFERENCE_MODES)}")
+    if mode == "best":
+        if device.type == "cuda":
+            mode = "fp16"
+        elif device.type == "cpu" and cpu_has_native_bf16():
+            mode = "bf16"
+        else:
+            mode = "channels_last"
+    if mode == "fp16" and device.type != "cuda":
+        raise ValueError(f"inference mode fp16 needs a CUDA device, got {device}; use bf16 on CPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    return InferenceSettings(
+        mode=mode,
+        # Inductor folds BN and fuses convs itself (with frozen weights); it gets the plain model.
+        fuse=mode not in ("reference", "compile"),
+        channels_last=mode not in ("reference", "fp32"),
+        dtype=dtype,
+        compile=mode == "compile",
+    )
+
+
+def autocast_context(device: torch.device | str, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` for ``dtype`` on ``device`` (a no-op context for None)."""
+    device = torch.device(device)
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class InferenceModel(nn.Module):
+    """A prepared model: moves the input to the device and layout, runs it under
+    the mode's autocast, returns float32 logits. Build it with :func:`prepare_for_inference`."""
+
+    def __init__(self, model: nn.Module, settings: InferenceSettings, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self.device = device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last_3d if self.settings.channels_last and x.dim() == 5 else torch.contiguous_format
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=layout)
+        with autocast_context(self.device, self.settings.dtype):
+            return self.model(x).float()
+
+
+def _compile(model: nn.Module) -> nn.Module:
+    if not hasattr(torch, "compile"):
+        raise RuntimeError("inference mode compile needs torch.compile (PyTorch >= 2.0)")
+    return torch.compile(model, options={"freezing": True})
+
+
+def prepare_for_inference(model: nn.Module, mode: str = "fp32", device: torch.device | str | None = None) -> InferenceModel:
+    """An inference-only copy of ``model`` for ``mode`` on ``device`` (default: the model's).
+
+    ``model`` is left as it was (its training mode, layout and weights). Call the
+    result inside ``torch.inference_mode()``. Raises ValueError for an unknown mode
+    or one the device cannot run.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    settings = resolve_mode(mode, device)
+    net = fuse_for_inference(model) if settings.fuse else _eval_copy(model)
+    net = net.to(device)
+    if settings.channels_last:
+        net = to_channels_last_3d(net)
+    if settings.dtype is not None:
+        # Cast the fused convs' weights once, not in every call (autocast does not cache
+        # weights that need no gradient).
+        for module in net.modules():
+            if isinstance(module, FusedConv3d):
+                module.to(settings.dtype)
+    if settings.compile:
+        net = _compile(net)
+    logger.debug("inference mode %s -> %s on %s", mode, settings, device)
+    return InferenceModel(net, settings, device)
+
+
+def _eval_copy(model: nn.Module) -> nn.Module:
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

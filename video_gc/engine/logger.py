@@ -1,0 +1,105 @@
+"""Run logging: console + OUTPUT_DIR/log.txt, JSON-lines stats, TensorBoard, tqdm.
+
+Only rank 0 writes files and prints progress; other ranks log warnings and
+errors to the console only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import sys
+
+import torch
+
+LOGGER_NAME = "video_gc"
+_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
+
+
+def setup_logging(output_dir: str | None, is_master: bool = True) -> logging.Logger:
+    """Configure the ``video_gc`` logger (idempotent: old handlers are replaced)."""
+    root = logging.getLogger(LOGGER_NAME)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(_FORMAT, datefmt="%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(formatter)
+    console.setLevel(logging.INFO if is_master else logging.WARNING)
+    root.addHandler(console)
+    if is_master and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        file_handler = logging.FileHandler(os.path.join(output_dir, "log.txt"), mode="a")
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+    return root
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated by tensors, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+class StatsWriter:
+    """JSON lines to OUTPUT_DIR/stats.jsonl (+ TensorBoard scalars when enabled); no-op off rank 0."""
+
+    def __init__(self, output_dir: str, enabled: bool = True, tensorboard_dir: str | None = None):
+        self.enabled = enabled
+        self.path = os.path.join(output_dir, "stats.jsonl")
+        self.tb = None
+        if enabled and tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=tensorboard_dir)
+
+    def write(self, kind: str, stats: dict, step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        record = {"type": kind, **{k: _clean(v) for k, v in stats.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None and step is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "iter"):
+                    self.tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_stats(output_dir: str) -> list[dict]:
+    path = os.path.join(output_dir, "stats.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def progress(iterable, *, total: int, desc: str, enabled: bool):
+    """A tqdm bar with ETA on an interactive rank-0 terminal; the bare iterable otherwise."""
+    if not (enabled and sys.stderr.isatty()):
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False)

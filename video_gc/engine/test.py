@@ -1,0 +1,235 @@
+"""Multi-view testing: every video's V = NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS
+views in one forward pass, softmax, ensembled by DATA.ENSEMBLE_METHOD.
+
+Writes to OUTPUT_DIR: ``predictions.npz`` (index, path, label, scores,
+prediction), ``test_metrics.json``, ``confusion_matrix.png`` and
+``failed_videos.txt``. Results from all ranks are gathered and de-duplicated
+by video index, so every video counts exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import checkpoint as cu
+from . import distributed as du
+from .logger import get_logger, progress
+from .meters import confusion_matrix, ensemble_views, mean_class_accuracy, topk_accuracies, topk_correct
+from .plots import plot_confusion_matrix
+from .inference import prepare_for_inference
+from .train import EngineError, prepare_model
+from video_gc.utils.io import CheckpointError
+
+logger = get_logger()
+
+METRICS_FILE = "test_metrics.json"
+PREDICTIONS_FILE = "predictions.npz"
+CONFUSION_FILE = "confusion_matrix.png"
+
+
+def resolve_test_checkpoint(cfg) -> str:
+    """TEST.CHECKPOINT_FILE_PATH, else the newest valid checkpoint in OUTPUT_DIR; never nothing."""
+    path = cfg.TEST.CHECKPOINT_FILE_PATH
+    if path:
+        if not os.path.isfile(path):
+            raise EngineError(f"TEST.CHECKPOINT_FILE_PATH: file not found: {path}")
+        return path
+    found = cu.find_last_valid_checkpoint(cfg.OUTPUT_DIR)
+    if found is None:
+        raise EngineError(
+            f"no weights to test: TEST.CHECKPOINT_FILE_PATH is empty and {cu.checkpoint_dir(cfg.OUTPUT_DIR)} holds "
+            f"no usable checkpoint. Train first (TRAIN.ENABLE True) or set TEST.CHECKPOINT_FILE_PATH; "
+            f"video_gc never tests randomly initialised weights.")
+    return found[0]
+
+
+def load_test_weights(cfg, model, path: str) -> None:
+    """A video_gc checkpoint loads strictly; other layouts (TEST.CHECKPOINT_TYPE) go through the
+    weights importer, also strictly: testing half-loaded weights would be testing random ones."""
+    if cfg.TEST.CHECKPOINT_TYPE == "pytorch":
+        try:
+            cu.load_model_state(model, cu.read_checkpoint(path), path)
+            return
+        except CheckpointError:
+            pass  # e.g. a PySlowFast .pyth: same container, other names; the importer maps them
+    from video_gc.models.weights import import_weights
+
+    report = import_weights(cu.unwrap(model), path, fmt=cfg.TEST.CHECKPOINT_TYPE, inflate=False, strict=True,
+                            require_head=True, require_context=True)
+    logger.info("%s", report.format())
+
+
+def class_names(cfg) -> list[str]:
+    """Names from DATA.CLASS_NAMES_FILE (classids.json), else the class indices as text."""
+    from video_gc.prep.lists import PrepError, read_classids
+
+    path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.CLASS_NAMES_FILE)
+    try:
+        names = read_classids(path)
+    except PrepError as err:
+        logger.warning("class names unavailable (%s); using class indices", err)
+        names = []
+    if len(names) != cfg.MODEL.NUM_CLASSES:
+        if names:
+            logger.warning("%s lists %d classes but MODEL.NUM_CLASSES is %d; using class indices",
+                           path, len(names), cfg.MODEL.NUM_CLASSES)
+        names = [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
+    return names
+
+
+@torch.inference_mode()
+def score_videos(model, loader, *, method: str, show_progress: bool) -> dict:
+    """This rank's per-video results: index, label, ensembled scores, correct views (top-1/top-5), views.
+
+    ``model`` maps clips [N, 3, T, H, W] (any device) to float32 logits, e.g. an
+    :func:`video_gc.engine.inference.prepare_for_inference` model.
+    """
+    out = {"index": [], "label": [], "scores": [], "view_hits1": [], "view_hits5": [], "views": []}
+    for batch in progress(loader, total=len(loader), desc="test", enabled=show_progress):
+        labels = batch["labels"]
+        if labels.numel() == 0:
+            continue
+        inputs = batch["inputs"]
+        b, v = inputs.shape[:2]
+        # All views of all videos in one forward pass: [B, V, 3, T, S, S] -> [B*V, 3, T, S, S].
+        logits = model(inputs.flatten(0, 1))
+        probs = torch.softmax(logits.float(), dim=-1).view(b, v, -1).cpu()
+        hits1, hits5 = topk_correct(probs, labels[:, None].expand(b, v))
+        out["index"].append(batch["indices"])
+        out["label"].append(labels)
+        out["scores"].append(ensemble_views(probs, method))
+        out["view_hits1"].append(hits1.sum(1))
+        out["view_hits5"].append(hits5.sum(1))
+        out["views"].append(torch.full((b,), v))
+    num_classes = None if not out["scores"] else out["scores"][0].shape[1]
+    return {k: (torch.cat(vals).numpy() if vals else np.zeros((0,) if k != "scores" else (0, num_classes or 0)))
+            for k, vals in out.items()}
+
+
+def _merge(parts: list[dict], num_classes: int) -> dict:
+    """Concatenate the ranks' results and keep one row per video index (sorted)."""
+    from video_gc.data.samplers import dedup_by_index
+
+    keys = ("label", "scores", "view_hits1", "view_hits5", "views")
+    merged = {k: np.concatenate([p[k].reshape((len(p["index"]),) + ((num_classes,) if k == "scores" else ()))
+                                 for p in parts]) for k in keys}
+    index = np.concatenate([p["index"] for p in parts]).astype(np.int64)
+    rows = dedup_by_index(torch.from_numpy(index), torch.arange(len(index)))
+    keep = rows[1].numpy()
+    return {"index": rows[0].numpy(), **{k: v[keep] for k, v in merged.items()}}
+
+
+def compute_metrics(results: dict, num_classes: int) -> tuple[dict, np.ndarray]:
+    """Video-level top-1/top-5, clip-level top-1/top-5 and mean per-class accuracy (percent)."""
+    scores, labels = torch.from_numpy(results["scores"]), torch.from_numpy(results["label"])
+    top1, top5 = topk_accuracies(scores, labels)
+    preds = scores.argmax(1).numpy() if len(labels) else np.zeros(0, dtype=np.int64)
+    matrix = confusion_matrix(results["label"], preds, num_classes)
+    views = results["views"].sum()
+    metrics = {
+        "top1": top1, "top5": top5,
+        "clip_top1": 100.0 * results["view_hits1"].sum() / views if views else float("nan"),
+        "clip_top5": 100.0 * results["view_hits5"].sum() / views if views else float("nan"),
+        "mean_class_accuracy": mean_class_accuracy(matrix),
+    }
+    return metrics, matrix
+
+
+def _results_table(metrics: dict) -> str:
+    rows = [
+        ("video top-1 (%)", f"{metrics['top1']:.2f}"),
+        ("video top-5 (%)", f"{metrics['top5']:.2f}"),
+        ("clip top-1 (%), single view", f"{metrics['clip_top1']:.2f}"),
+        ("clip top-5 (%), single view", f"{metrics['clip_top5']:.2f}"),
+        ("mean class accuracy (%)", f"{metrics['mean_class_accuracy']:.2f}"),
+        ("views per video", f"{metrics['num_views']} ({metrics['ensemble_method']} of softmax)"),
+        ("forward pass", f"TEST.INFERENCE_MODE {metrics['inference_mode']}"),
+        ("videos evaluated / failed", f"{metrics['videos_evaluated']} / {metrics['videos_failed']}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 24)
+    return "\n".join([line] + [f"{k:<{width}}  {v}" for k, v in rows] + [line])
+
+
+def test(cfg, dist_info: du.DistInfo, model=None) -> dict | None:
+    """Run the multi-view test; returns the metrics dict on rank 0 (None elsewhere)."""
+    from video_gc.data import construct_loader
+    from video_gc.data.coverage import write_coverage_report
+
+    start = time.time()
+    device = dist_info.device
+    # Rank 0 decides; an error is shared so that every rank stops instead of waiting.
+    choice = None
+    if du.is_master():
+        try:
+            choice = ("ok", resolve_test_checkpoint(cfg))
+        except EngineError as err:
+            choice = ("error", str(err))
+    status, path = du.broadcast_object(choice)
+    if status == "error":
+        raise EngineError(path)
+    if model is None:
+        model = prepare_model(cfg, dist_info)
+    model = cu.unwrap(model)
+    load_test_weights(cfg, model, path)
+    logger.info("testing weights from %s", path)
+
+    loader = construct_loader(cfg, "test")
+    num_videos = len(loader.dataset)
+    num_views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+    fast = prepare_for_inference(model, cfg.TEST.INFERENCE_MODE, device)
+    local = score_videos(fast, loader, method=cfg.DATA.ENSEMBLE_METHOD, show_progress=dist_info.is_master)
+    local["failed"] = list(getattr(loader, "failed_this_epoch", []))
+    parts = du.all_gather_objects(local)
+    if not dist_info.is_master:
+        return None
+
+    num_classes = cfg.MODEL.NUM_CLASSES
+    results = _merge(parts, num_classes)
+    failed = [entry for part in parts for entry in part["failed"]]
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    coverage = write_coverage_report(num_videos, failed, cfg.OUTPUT_DIR)
+    failed_indices = {int(entry[0]) for entry in failed}
+    metrics, matrix = compute_metrics(results, num_classes)
+    paths = loader.dataset.paths
+    metrics.update({
+        "videos_total": num_videos,
+        "videos_evaluated": int(len(results["index"])),
+        "videos_failed": len(failed_indices),
+        "coverage": coverage,
+        "num_views": num_views,
+        "ensemble_method": cfg.DATA.ENSEMBLE_METHOD,
+        "inference_mode": fast.settings.mode,
+        "checkpoint": os.path.abspath(path),
+        "world_size": dist_info.world_size,
+        "seconds": round(time.time() - start, 2),
+    })
+    if metrics["videos_evaluated"] + metrics["videos_failed"] != num_videos:
+        logger.warning("test coverage mismatch: %d evaluated + %d failed != %d videos in the list",
+                       metrics["videos_evaluated"], metrics["videos_failed"], num_videos)
+
+    predictions_path = cfg.TEST.SAVE_RESULTS_PATH or PREDICTIONS_FILE
+    predictions_path = os.path.join(cfg.OUTPUT_DIR, predictions_path)
+    np.savez_compressed(predictions_path, index=results["index"],
+                        path=np.array([paths[i] for i in results["index"]], dtype=str),
+                        label=results["label"], scores=results["scores"].astype(np.float32),
+                        prediction=results["scores"].argmax(1) if len(results["index"]) else results["label"])
+    names = class_names(cfg)
+    confusion_path = plot_confusion_matrix(matrix, names, os.path.join(cfg.OUTPUT_DIR, CONFUSION_FILE))
+    metrics["per_class_accuracy"] = {
+        names[c]: (100.0 * matrix[c, c] / matrix[c].sum() if matrix[c].sum() else None) for c in range(num_classes)}
+    metrics_path = os.path.join(cfg.OUTPUT_DIR, METRICS_FILE)
+    with open(metrics_path, "w") as f:
+        json.dump({k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}, f, indent=1)
+
+    logger.info("test results (%s):\n%s", coverage, _results_table(metrics))
+    logger.info("predictions: %s", predictions_path)
+    logger.info("confusion matrix: %s", confusion_path)
+    logger.info("metrics: %s", metrics_path)
+    metrics["metrics_path"] = metrics_path
+    return metrics
