@@ -9,31 +9,85 @@ import av
 import numpy as np
 
 
+class VideoWriter:
+    """Stream frames into an H.264 (yuv420p, no audio) file, one frame at a time.
+
+    The file is written under a temporary name in the same folder
+    (``name.partial.ext``) and renamed on a clean ``close()``, so a crash never
+    leaves a partial file at ``path``. Use it as a context manager; an exception
+    inside the block discards the temporary file. ``deterministic`` turns off
+    x264's macroblock-tree rate control, which otherwise makes repeated encodes of
+    the same frames differ now and then (seen on small frames).
+    """
+
+    def __init__(self, path: str, width: int, height: int, fps: float = 30.0, codec: str = "libx264",
+                 crf: int = 18, preset: str = "veryfast", deterministic: bool = False):
+        if height % 2 or width % 2:
+            raise ValueError(f"VideoWriter({path}): height and width must be even, got {height}x{width}")
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        root, ext = os.path.splitext(path)
+        self.tmp_path = f"{root}.partial{ext}"
+        self.frames = 0
+        self._container = av.open(self.tmp_path, mode="w")
+        rate = Fraction(fps).limit_denominator(1001)
+        self._time_base = Fraction(rate.denominator, rate.numerator)
+        self._stream = self._container.add_stream(codec, rate=rate)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            self._stream.options = {"crf": str(crf), "preset": preset,
+                                    **({"x264-params": "mbtree=0"} if deterministic else {})}
+
+    def write(self, frame) -> None:
+        """Append an RGB uint8 array (H, W, 3) or an ``av.VideoFrame`` of the writer's size."""
+        if not isinstance(frame, av.VideoFrame):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        # Constant frame rate: frame i is shown at i / fps, whatever its timestamp in a source.
+        frame.pts, frame.time_base = self.frames, self._time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> str:
+        """Flush the encoder and move the finished file to ``path``."""
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (after an error)."""
+        try:
+            self._container.close()
+        except (av.error.FFmpegError, ValueError, OSError):
+            pass
+        if os.path.exists(self.tmp_path):
+            os.remove(self.tmp_path)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_video(path: str, frames: np.ndarray, fps: float = 30.0, codec: str = "libx264",
-                crf: int = 18) -> str:
+                crf: int = 18, deterministic: bool = False) -> str:
     """Write uint8 frames of shape (T, H, W, 3), RGB, as an H.264 file with no audio.
 
     H and W must be even (yuv420p). The file is written under a temporary name
-    and renamed, so a crash never leaves a partial file at ``path``.
+    and renamed, so a crash never leaves a partial file at ``path``. With
+    ``deterministic`` the same frames always give the same bytes (see VideoWriter).
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_video({path}): need uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"write_video({path}): height and width must be even, got {h}x{w}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial{ext}"
-    with av.open(tmp, mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+    _, h, w, _ = frames.shape
+    with VideoWriter(path, w, h, fps=fps, codec=codec, crf=crf, deterministic=deterministic) as writer:
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+            writer.write(frame)
     return path

@@ -1,0 +1,33 @@
+"""What the data_prep/ scripts share: the parser with its example, the resize options, PrepError -> exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from video_gc.prep.lists import PrepError
+
+
+def make_parser(description: str, example: str) -> argparse.ArgumentParser:
+    """An argparse parser whose --help ends with the example, printed verbatim."""
+    return argparse.ArgumentParser(description=description, epilog=example,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_resize_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--short-side", type=int, default=256, help="256 (default) or 320")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    parser.add_argument("--backend", choices=("auto", "ffmpeg", "pyav"), default="auto",
+                        help="auto = the ffmpeg CLI when installed, else PyAV")
+
+
+def run(step: Callable[[], object]) -> int:
+    """Run a preparation step; bad input prints ``error: ...`` (file, line) and exits 1, no traceback."""
+    try:
+        step()
+    except PrepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,213 @@
+"""Resizing (and trimming) videos to H.264 mp4 with a fixed short side.
+
+One job is one source file -> one output file, optionally cut to
+``[start, end)`` seconds (untrimmed Kinetics downloads). The ffmpeg CLI does the
+work when it is installed; otherwise PyAV decodes, rescales with libswscale and
+encodes through :class:`video_gc.utils.video_io.VideoWriter`. Either way the
+output is written under a temporary name and renamed, an output that already
+exists and decodes is skipped (so an interrupted run resumes), and a bad source
+becomes a ``failed`` result with the reason instead of an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+
+import av
+
+from video_gc.prep.lists import PrepError, find_videos, write_report
+from video_gc.prep.parallel import imap_progress
+from video_gc.prep.probe import probe_video
+from video_gc.utils.video_io import VideoWriter
+
+DEFAULT_SHORT_SIDE = 256
+
+
+@dataclass(frozen=True)
+class ResizeJob:
+    source: str
+    output: str
+    short_side: int = DEFAULT_SHORT_SIDE
+    start: float | None = None  # seconds; None = from the beginning
+    end: float | None = None  # seconds; None = to the end
+    crf: int = 18
+    backend: str = "auto"  # auto | ffmpeg | pyav
+
+
+@dataclass
+class ResizeResult:
+    job: ResizeJob
+    status: str  # written | skipped | missing | failed
+    reason: str = ""
+    frames: int = 0
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side at ``short_side``, the aspect ratio kept, both even."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"bad frame size {width}x{height}")
+    scale = short_side / min(width, height)
+    even = lambda x: max(2, int(round(x * scale / 2.0)) * 2)  # noqa: E731
+    return even(width), even(height)
+
+
+def _no_frames(job: ResizeJob) -> str:
+    window = f" in [{job.start or 0.0:g}, {job.end:g}) s" if job.end is not None else ""
+    return f"no frames decoded{window}"
+
+
+def _resize_pyav(job: ResizeJob) -> int:
+    """Decode, cut, rescale and encode with PyAV; returns the number of frames written."""
+    start = job.start or 0.0
+    with av.open(job.source) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate or 30
+        if start > 0:
+            # Seek to the keyframe before `start`; frames before it are dropped below by time.
+            offset = int(start / stream.time_base) if stream.time_base else int(start * av.time_base)
+            container.seek(offset, stream=stream, backward=True, any_frame=False)
+        writer = None
+        try:
+            for frame in container.decode(stream):
+                if frame.time is not None:
+                    if frame.time < start - 1e-6:
+                        continue
+                    if job.end is not None and frame.time >= job.end - 1e-6:
+                        break
+                if writer is None:
+                    width, height = output_size(frame.width, frame.height, job.short_side)
+                    writer = VideoWriter(job.output, width, height, fps=float(rate), crf=job.crf)
+                writer.write(frame.reformat(width=width, height=height, format="yuv420p",
+                                            interpolation="AREA"))
+            if writer is None:
+                raise ValueError(_no_frames(job))
+            frames = writer.frames
+            writer.close()
+            return frames
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+
+
+def _resize_ffmpeg(job: ResizeJob) -> int:
+    """Same output with the ffmpeg CLI (accurate seek, even sizes via -2)."""
+    root, ext = os.path.splitext(job.output)
+    tmp = f"{root}.partial{ext}"
+    os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
+    s = job.short_side
+    cmd = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
+    if job.start:
+        cmd += ["-ss", f"{job.start:.3f}"]
+    cmd += ["-i", job.source]
+    if job.end is not None:
+        cmd += ["-t", f"{job.end - (job.start or 0.0):.3f}"]
+    cmd += ["-map", "0:v:0", "-an", "-sn", "-dn", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(job.crf),
+            "-pix_fmt", "yuv420p", "-vf", f"scale='if(lt(iw,ih),{s},-2)':'if(lt(iw,ih),-2,{s})':flags=area",
+            "-movflags", "+faststart", "-f", "mp4", tmp]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(f"ffmpeg exit {done.returncode}: {lines[-1] if lines else 'no message'}")
+    info = probe_video(tmp, decode_all=False)
+    if not info.ok:
+        os.remove(tmp)
+        # an empty cut window gives a file without a video stream
+        raise ValueError(_no_frames(job) if info.error in ("no video stream", "no frames decoded")
+                         else f"ffmpeg wrote an unreadable file ({info.error})")
+    os.replace(tmp, job.output)
+    return info.frames
+
+
+def resize_one(job: ResizeJob) -> ResizeResult:
+    """Run one job; never raises for a bad source (the result says why)."""
+    if probe_video(job.output, decode_all=False).ok:
+        return ResizeResult(job, "skipped")
+    if not os.path.isfile(job.source):
+        return ResizeResult(job, "missing", "source file not found")
+    if os.path.getsize(job.source) == 0:
+        return ResizeResult(job, "failed", "empty file (0 bytes)")
+    backend = job.backend
+    if backend == "auto":
+        backend = "ffmpeg" if shutil.which("ffmpeg") else "pyav"
+    try:
+        frames = _resize_ffmpeg(job) if backend == "ffmpeg" else _resize_pyav(job)
+    except (av.error.FFmpegError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as err:
+        text = str(err).splitlines()[0] if str(err) else ""
+        return ResizeResult(job, "failed", f"{type(err).__name__}: {text}" if text else type(err).__name__)
+    return ResizeResult(job, "written", frames=frames)
+
+
+def run_jobs(jobs: list[ResizeJob], workers: int = 1, desc: str = "resize") -> list[ResizeResult]:
+    """Run every job (in ``workers`` processes, with a progress bar); results in job order."""
+    if any(job.backend == "ffmpeg" for job in jobs) and not shutil.which("ffmpeg"):
+        raise PrepError("--backend ffmpeg: no ffmpeg on the PATH (use --backend pyav or auto)")
+    outputs = [job.output for job in jobs]
+    if len(set(outputs)) != len(outputs):
+        dup = next(o for o in outputs if outputs.count(o) > 1)
+        raise PrepError(f"two inputs would be written to the same output {dup}")
+    by_output = {r.job.output: r for r in imap_progress(resize_one, jobs, workers=workers, desc=desc)}
+    return [by_output[job.output] for job in jobs]
+
+
+def count_status(results: list[ResizeResult]) -> dict[str, int]:
+    counts = {"written": 0, "skipped": 0, "missing": 0, "failed": 0}
+    for r in results:
+        counts[r.status] += 1
+    return counts
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """One line; says "nothing to do" when every output was already there."""
+    total = sum(counts.values())
+    if counts["written"] == 0 and counts["skipped"] + counts["missing"] + counts["failed"] == total:
+        head = f"nothing to do: {counts['skipped']} of {total} outputs already exist and decode"
+    else:
+        head = f"{counts['written']} written, {counts['skipped']} already there"
+    return f"{head}; {counts['missing']} missing, {counts['failed']} failed"
+
+
+def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DEFAULT_SHORT_SIDE,
+                  workers: int = 1, report: str | None = None, backend: str = "auto",
+                  verbose: bool = True) -> dict:
+    """Resize a folder (recursively) or a list of files into ``output_dir`` as ``.mp4``.
+
+    A folder keeps its sub-folder structure; a list of files is written flat by
+    file name. The report CSV (default ``output_dir/resize_report.csv``) lists the
+    sources that failed, with the reason.
+    """
+    if isinstance(inputs, str):
+        root = inputs
+        sources = find_videos(root)
+        rels = [os.path.relpath(p, root) for p in sources]
+    else:
+        sources = list(inputs)
+        if not sources:
+            raise PrepError("no input videos given")
+        rels = [os.path.basename(p) for p in sources]
+    jobs = [ResizeJob(src, os.path.join(output_dir, os.path.splitext(rel)[0] + ".mp4"), short_side, backend=backend)
+            for src, rel in zip(sources, rels)]
+    start = time.time()
+    results = run_jobs(jobs, workers=workers)
+    counts = count_status(results)
+    report = report or os.path.join(output_dir, "resize_report.csv")
+    write_report(report, ({"split": "", "item": os.path.relpath(r.job.output, output_dir), "source": r.job.source,
+                           "status": r.status, "reason": r.reason}
+                          for r in results if r.status in ("missing", "failed")))
+    summary = {**counts, "videos": len(jobs), "seconds": round(time.time() - start, 2), "report": report}
+    if verbose:
+        print(f"resize to short side {short_side} in {output_dir}: {describe_counts(counts)} "
+              f"({summary['seconds']} s); failures in {report}")
+    return summary
+
+
+
