@@ -38,6 +38,8 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
+from ..fast import is_channels_last_3d
+
 # Table 2: (g, f) as poolings, and for the cascades as the descriptors whose outputs are g and f.
 _SIMPLE: Dict[str, Tuple[str, str]] = {
     "v1": ("avg", "avg"),
@@ -160,7 +162,12 @@ class CompactGlobalDescriptor(nn.Module):
         # Spatial poolings per frame, [N, C, T] -> [N, T, C] (shared: F = T frames of K = C)
         # or [N, 1, T*C] (unshared: one descriptor over the t-major frame concatenation).
         shape = (n, t, c) if self.share_temporal else (n, 1, t * c)
-        bases = {kind: _REDUCE[kind](x, dim=(3, 4)).transpose(1, 2).reshape(shape) for kind in self._bases}
+        if is_channels_last_3d(x):
+            # Reduce [N, T, H, W, C] over H, W with C innermost: the same numbers, ~10-30x
+            # faster than reducing the [N, C, T, H, W] view of that memory.
+            bases = {kind: _REDUCE[kind](x.permute(0, 2, 3, 4, 1), dim=(2, 3)).reshape(shape) for kind in self._bases}
+        else:
+            bases = {kind: _REDUCE[kind](x, dim=(3, 4)).transpose(1, 2).reshape(shape) for kind in self._bases}
         tanh_z = self._tanh_z(bases)
         if self.share_temporal:
             tanh_z = tanh_z.view(n, c, 1, 1, 1)

@@ -1,0 +1,274 @@
+"""Fast inference paths give the reference path's results (issue 8)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from video_gc.config import load_config
+from video_gc.engine.inference import prepare_for_inference, resolve_mode
+from video_gc.models import build_model
+from video_gc.models.fast import FusedConv3d, fuse_for_inference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLOW = os.path.join(REPO, "configs/kinetics/SLOW_8x8_R50.yaml")
+C2D = os.path.join(REPO, "configs/kinetics/C2D_8x8_R50.yaml")
+NARROW = ["RESNET.WIDTH_PER_GROUP", "8", "MODEL.NUM_CLASSES", "10", "DATA.NUM_FRAMES", "4"]
+ALL = "[[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [0, 1, 2]]"
+ODD = "[[], [1, 3], [1, 3, 5], []]"
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Every parameter and BN statistic random, so no fused op hides behind a zero init."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(p + 0.1 * torch.randn(p.shape, generator=gen))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+    return model.eval()
+
+
+def _model(config=SLOW, opts=()):
+    torch.manual_seed(0)
+    return _randomise(build_model(load_config(config, NARROW + list(opts))))
+
+
+def _clips(n=2, size=32, seed=1):
+    return torch.randn(n, 3, 4, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+VARIANTS = {
+    "slow": (SLOW, ()),
+    "c2d_res2_pool": (C2D, ()),
+    "nl5": (SLOW, ("NONLOCAL.LOCATION", "[[[]], [[1, 3]], [[1, 3, 5]], [[]]]", "NONLOCAL.INSTANTIATION", "softmax")),
+    "gc_all": (SLOW, ("CONTEXT.TYPE", "gc", "CONTEXT.LOCATION", ALL)),
+    "gc_after_add": (SLOW, ("CONTEXT.TYPE", "gc", "CONTEXT.LOCATION", ODD, "CONTEXT.POSITION", "afterAdd")),
+    "snl": (SLOW, ("CONTEXT.TYPE", "snl", "CONTEXT.LOCATION", ODD)),
+    "se": (SLOW, ("CONTEXT.TYPE", "se", "CONTEXT.LOCATION", ALL)),
+    "cgd_conv1": (SLOW, ("CONTEXT.TYPE", "cgd", "CONTEXT.LOCATION", ALL)),
+    "cgd_conv2": (SLOW, ("CONTEXT.TYPE", "cgd", "CONTEXT.LOCATION", ALL, "CONTEXT.POSITION", "after_conv2")),
+    "na": (SLOW, ("CONTEXT.TYPE", "na", "CONTEXT.LOCATION", ALL)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fused_modes_match_reference(variant):
+    config, opts = VARIANTS[variant]
+    model = _model(config, opts)
+    x = _clips()
+    with torch.inference_mode():
+        ref = model(x)
+        for mode in ("fp32", "channels_last"):
+            out = prepare_for_inference(model, mode)(x)
+            assert out.dtype == torch.float32
+            assert (out - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max().item()), mode
+
+
+def test_fusion_removes_every_foldable_batchnorm_and_fuses_relu_and_add():
+    model = _model()
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
+    convs = [m for m in fused.modules() if isinstance(m, FusedConv3d)]
+    assert len(convs) == sum(isinstance(m, nn.Conv3d) for m in model.modules())
+    # Per bottleneck: a and b fused with ReLU, and one conv (c or branch1) with the add + ReLU.
+    code = fused.code
+    assert "relu" not in code and " + " not in code and "bn" not in code
+    assert sum(c.relu for c in convs) == 1 + 3 * 16
+
+
+def test_cgd_between_conv_and_bn_is_not_folded():
+    model = _model(SLOW, ("CONTEXT.TYPE", "cgd", "CONTEXT.LOCATION", ALL))
+    fused = fuse_for_inference(model)
+    # a_bn follows the CGD, not the conv: it must stay a BatchNorm (16 blocks).
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in fused.modules()) == 16
+
+
+def test_original_model_is_untouched():
+    model = _model()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare_for_inference(model, "channels_last")
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].is_contiguous() for k in before)
+
+
+@pytest.mark.parametrize("groups,stride,dilation", [(1, 1, 1), (2, 2, 1), (1, 1, 2)])
+def test_fused_conv_equals_conv_bn_add_relu_on_both_paths(groups, stride, dilation):
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv3d(8, 16, (3, 3, 3), stride=(1, stride, stride), padding=(1, dilation, dilation),
+                     dilation=(1, dilation, dilation), groups=groups, bias=False)
+    bn = nn.BatchNorm3d(16).eval()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5, generator=gen)
+        bn.bias.normal_(generator=gen)
+        bn.running_mean.normal_(generator=gen)
+        bn.running_var.uniform_(0.5, 2.0, generator=gen)
+    x = torch.randn(2, 8, 4, 10, 10, generator=gen)
+    with torch.no_grad():
+        y = bn(conv(x))
+    residual = torch.randn(y.shape, generator=gen)
+    fused = FusedConv3d(conv, bn)
+    fused.relu = True
+    expected = torch.relu(y + residual)
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        xl = x.contiguous(memory_format=layout)
+        with torch.inference_mode():  # oneDNN post-op path on CPU
+            fast = fused(xl, residual)
+        generic = fused(xl.requires_grad_(), residual)  # conv + bias + add + ReLU path
+        torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(generic.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_is_close_to_fp32_and_agrees_on_top1():
+    model = _model()
+    x = _clips(n=16, seed=3)
+    with torch.inference_mode():
+        ref = prepare_for_inference(model, "fp32")(x)
+        out = prepare_for_inference(model, "bf16")(x)
+    assert out.dtype == torch.float32
+    scale = ref.abs().max().item()
+    assert (out - ref).abs().max().item() < 0.05 * scale
+    assert (out.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.8
+
+
+def test_modes_resolve_per_device_and_reject_impossible_ones():
+    assert resolve_mode("best", "cuda").dtype == torch.float16
+    assert resolve_mode("channels_last", "cpu").channels_last and not resolve_mode("fp32", "cpu").channels_last
+    assert not resolve_mode("reference", "cpu").fuse
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_mode("fp16", "cpu")
+    with pytest.raises(ValueError, match="allowed values"):
+        resolve_mode("fastest", "cpu")
+
+
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+@pytest.mark.slow
+def test_compile_mode_matches_reference():
+    model = _model()
+    x = _clips()
+    with torch.inference_mode():
+        ref = model(x)
+        out = prepare_for_inference(model, "compile")(x)
+    assert (out - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def _run_tool(*args):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_benchmark_tool_json_same_weights_as_pytorchvideo():
+    out = _run_tool("tools/benchmark_model.py", "--cfg", C2D, "--json", "--batch", "2", "--train-batch", "2",
+                    "--crop", "32", "--frames", "4", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                    "--opts", *NARROW)
+    result = json.loads(out)
+    assert {"ours_clips_per_s", "pytorchvideo_clips_per_s", "ratio", "max_abs_diff"} <= set(result)
+    assert result["max_abs_diff"] < 1e-4 and result["top1_agreement"] == 1.0
+    assert result["ours_clips_per_s"] > 0 and result["pytorchvideo_clips_per_s"] > 0
+    assert [r["name"] for r in result["rows"]] == ["inference", "train step"]
+
+
+def test_block_overhead_counts_match_block_formulas():
+    from video_gc.analysis.block_overhead import DEFAULT_VARIANTS, block_overhead
+
+    rows = block_overhead(SLOW, variants={k: DEFAULT_VARIANTS[k] for k in ("baseline", "GC5", "NA")},
+                          crop=32, frames=4, repeats=1, warmup=0, opts=NARROW)
+    rows = {r.name: r for r in rows}
+    # GC block params 2CP + 2C + 3P + 1 with P = C/4: two in res3 (C = 64), three in res4 (C = 128).
+    gc = sum(n * (2 * c * (c // 4) + 2 * c + 3 * (c // 4) + 1) for n, c in ((2, 64), (3, 128)))
+    assert rows["GC5"].params - rows["baseline"].params == gc
+    assert rows["NA"].params - rows["baseline"].params == 2 * 16
+    assert rows["GC5"].flops_overhead_pct > 0 and rows["baseline"].latency_overhead_pct == 0
+
+
+def test_config_key_lists_every_mode():
+    from video_gc.config import CHOICES, get_cfg
+    from video_gc.engine.inference import INFERENCE_MODES
+
+    assert CHOICES["TEST.INFERENCE_MODE"] == INFERENCE_MODES
+    assert resolve_mode(get_cfg().TEST.INFERENCE_MODE, "cpu").dtype is None  # the default is exact
+
+
+def _both_layouts(block, x, probe):
+    """(output, probed tensor) of the reference (contiguous) and the channels_last_3d path."""
+    seen = []
+    probe.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        ref = block(x)
+        fast = block(x.contiguous(memory_format=torch.channels_last_3d))
+    return (ref, seen[0]), (fast, seen[1])
+
+
+@pytest.mark.parametrize("preset", ["gc", "snl", "att_mul"])
+def test_gc_channels_last_path_equals_reference_conv_path(preset):
+    from video_gc.models.blocks import GlobalContextBlock
+
+    torch.manual_seed(0)
+    block = GlobalContextBlock.preset(preset, 32).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    x = torch.randn(2, 32, 4, 7, 7)
+    (ref, alpha_ref), (fast, alpha_fast) = _both_layouts(block, x, block.attention_probe)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alpha_fast, alpha_ref, atol=1e-6, rtol=1e-5)
+    # The reference itself: alpha = softmax over T*H*W of the 1x1x1 conv W_k.
+    expected = torch.softmax(torch.nn.functional.conv3d(x, block.conv_k.weight, block.conv_k.bias).flatten(1), -1)
+    torch.testing.assert_close(alpha_ref.squeeze(1), expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant,shared", [("v10", True), ("v10", False), ("v5", True)])
+def test_cgd_channels_last_path_equals_reference_path(variant, shared):
+    from video_gc.models.blocks import CompactGlobalDescriptor
+
+    torch.manual_seed(0)
+    block = CompactGlobalDescriptor(16, num_frames=4, variant=variant, share_temporal=shared).eval()
+    (ref, gate_ref), (fast, gate_fast) = _both_layouts(block, torch.randn(2, 16, 4, 6, 6), block.gate_probe)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gate_fast, gate_ref, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(gate_ref, torch.ones_like(gate_ref))  # the gate is not trivially 1
+
+
+def test_fusion_leaves_shared_convs_and_broadcast_adds_exact():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(4, 4, 1, bias=False)
+            self.bn = nn.BatchNorm3d(4)
+            self.conv2 = nn.Conv3d(4, 4, 1)
+            self.offset = nn.Parameter(torch.randn(1, 4, 1, 1, 1))
+
+        def forward(self, x):
+            y = self.bn(self.conv(self.conv(x)))  # one conv called twice: not folded
+            return torch.relu(self.conv2(y) + self.offset)  # broadcast add into a fused conv
+
+    model = _randomise(Odd())
+    x = torch.randn(2, 4, 3, 5, 5)
+    fused = fuse_for_inference(model)
+    assert isinstance(fused.conv, nn.Conv3d) and isinstance(fused.conv2, FusedConv3d)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_agreement_on_a_real_synthetic_test_split(tmp_path):
+    from video_gc.analysis.benchmark import dataset_agreement
+    from video_gc.prep.synthetic import make_synthetic_dataset
+
+    summary = make_synthetic_dataset(str(tmp_path), num_classes=2, videos_per_class=4, num_frames=12,
+                                     size=(32, 32), verbose=False)
+    cfg = load_config(SLOW, NARROW + ["MODEL.NUM_CLASSES", "2", "TEST.NUM_ENSEMBLE_VIEWS", "2",
+                                      "TEST.NUM_SPATIAL_CROPS", "1", "TEST.BATCH_SIZE", "2",
+                                      "DATA_LOADER.NUM_WORKERS", "0", "DATA.SAMPLING_RATE", "2"])
+    result = dataset_agreement(cfg, str(tmp_path), mode="channels_last", crop=32)
+    assert result["videos"] == summary["test"] and result["views"] == 2 * summary["test"]
+    assert result["view_top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4

@@ -1,0 +1,214 @@
+"""Inference-only rewrite of a video ResNet: BatchNorm folded into the conv before
+it, and the ReLU / residual add that follow fused into the same call.
+
+In eval mode a BatchNorm is the per-channel affine map
+``y = gamma * (x - mean) / sqrt(var + eps) + beta`` (Ioffe & Szegedy, Alg. 2), so a
+conv followed by it is one conv with scaled kernels and a bias. On the CPU the
+fused conv runs through oneDNN with ReLU and the residual add as post-ops, which
+saves one full read and write of the activation per BN, ReLU and add; on other
+devices it runs as conv + bias + add + ReLU, numerically the same.
+
+The rewrite traces the model with ``torch.fx``. Context blocks (NL, GC, SE, CGD,
+NA) are kept as opaque modules and run unchanged. Only a conv whose output has a
+single consumer is fused, so every rewrite is exact up to float rounding.
+
+    fused = fuse_for_inference(model)      # a new module; ``model`` is untouched
+"""
+
+from __future__ import annotations
+
+import copy
+import keyword
+import operator
+from collections import Counter
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+_BLOCKS_PACKAGE = "video_gc.models.blocks"
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+
+
+def fold_batchnorm(conv: nn.Conv3d, bn: Optional[nn.modules.batchnorm._BatchNorm]):
+    """(weight, bias) of the single conv equal to ``bn(conv(x))`` in eval mode."""
+    weight = conv.weight.detach()
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype,
+                                                                       device=weight.device)
+    if bn is None:
+        return weight.clone(), bias.clone()
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return weight * scale.reshape(shape), (bias - bn.running_mean) * scale + bn.bias.detach()
+
+
+class FusedConv3d(nn.Module):
+    """``act(conv3d(x) + bias [+ residual])`` with act None or ReLU, for inference.
+
+    Args:
+        conv: the Conv3d to copy (zero padding, any stride / dilation / groups).
+        bn: an eval-mode BatchNorm applied right after ``conv``, folded in (or None).
+    The weights are frozen copies: training the source model does not change them.
+    """
+
+    def __init__(self, conv: nn.Conv3d, bn: Optional[nn.modules.batchnorm._BatchNorm] = None) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"FusedConv3d needs explicit zero padding, got {conv.padding!r} / {conv.padding_mode!r}")
+        weight, bias = fold_batchnorm(conv, bn)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.stride = list(conv.stride)
+        self.padding = list(conv.padding)
+        self.dilation = list(conv.dilation)
+        self.groups = conv.groups
+        self.relu = False
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+                f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, relu={self.relu}")
+
+    def _onednn(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+                and x.dtype in (torch.float32, torch.bfloat16) and not (torch.is_grad_enabled() and x.requires_grad))
+
+    def _output_shape(self, x: torch.Tensor) -> torch.Size:
+        kernel = self.weight.shape[2:]
+        spatial = [(size + 2 * p - d * (k - 1) - 1) // s + 1
+                   for size, k, s, p, d in zip(x.shape[2:], kernel, self.stride, self.padding, self.dilation)]
+        return torch.Size([x.shape[0], self.weight.shape[0], *spatial])
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled(x.device.type) and weight.dtype != torch.get_autocast_dtype(x.device.type):
+            # Autocast does not know the oneDNN op; cast like it would for a conv.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            weight, bias = weight.to(dtype), bias.to(dtype)
+        x = x.to(weight.dtype)
+        if self._onednn(x) and (residual is None or residual.shape == self._output_shape(x)):
+            act = "relu" if self.relu else "none"
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, weight, bias, self.padding, self.stride, self.dilation, self.groups, act, [], "")
+            residual = residual.to(weight.dtype).contiguous(memory_format=_memory_format(x))
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, residual, weight, bias, self.padding, self.stride, self.dilation, self.groups,
+                "add", None, "relu" if self.relu else None, [], None)
+        y = F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if self.relu else y
+
+
+def is_channels_last_3d(x: torch.Tensor) -> bool:
+    """True for a 5-D tensor laid out [N, T, H, W, C] in memory (and not also contiguous)."""
+    return x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if is_channels_last_3d(x) else torch.contiguous_format
+
+
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """Every 5-D parameter and buffer of ``model`` in channels_last_3d, in place.
+
+    ``Module.to(memory_format=...)`` refuses models that also hold 4-D tensors
+    (e.g. GC's LayerNorm over [P, 1, 1, 1]); this leaves those alone."""
+    with torch.no_grad():
+        for module in model.modules():
+            for store in (module._parameters, module._buffers):
+                for tensor in store.values():
+                    if tensor is not None and tensor.dim() == 5:
+                        tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
+    return model
+
+
+class _Tracer(fx.Tracer):
+    """Traces the backbone; context blocks stay single opaque calls."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m).__module__.startswith(_BLOCKS_PACKAGE) or super().is_leaf_module(m, qualname)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    graph = _Tracer().trace(model)
+    # fx writes ``self.res3.1.nonlocal(...)``, a syntax error: alias keyword-named modules.
+    for node in graph.nodes:
+        if node.op == "call_module" and any(keyword.iskeyword(p) for p in node.target.split(".")):
+            parent, _, name = node.target.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            alias = name + "_"
+            while hasattr(owner, alias) and getattr(owner, alias) is not getattr(owner, name):
+                alias += "_"
+            setattr(owner, alias, getattr(owner, name))
+            node.target = f"{parent}.{alias}" if parent else alias
+    return fx.GraphModule(model, graph)
+
+
+def _set_module(root: nn.Module, qualname: str, module: nn.Module) -> None:
+    parent, _, name = qualname.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _is_call(node: fx.Node, modules: dict, kinds) -> bool:
+    return node.op == "call_module" and isinstance(modules.get(node.target), kinds)
+
+
+def _is_relu(node: fx.Node, modules: dict) -> bool:
+    return (_is_call(node, modules, nn.ReLU) or (node.op == "call_function" and node.target in _RELU_FUNCTIONS)
+            or (node.op == "call_method" and node.target in ("relu", "relu_")))
+
+
+def _is_add(node: fx.Node) -> bool:
+    plain = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in ("add", "add_"))
+    return plain and len(node.args) == 2 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args)
+
+
+def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
+    """A traced copy of ``model`` (eval mode) with conv+BN[+add][+ReLU] fused.
+
+    Works on any model whose forward fx can trace with the context blocks as
+    leaves (every video_gc ResNet). The result computes the same logits as
+    ``model.eval()`` up to float rounding; it is for inference only.
+    """
+    model = copy.deepcopy(model).eval()
+    gm = _trace(model)
+    modules = dict(gm.named_modules())
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    fused: dict = {}  # conv node -> FusedConv3d
+    for node in list(gm.graph.nodes):
+        if _is_call(node, modules, nn.Conv3d) and calls[node.target] == 1:
+            conv = modules[node.target]
+            bn_node = next(iter(node.users)) if len(node.users) == 1 else None
+            if bn_node is not None and _is_call(bn_node, modules, nn.BatchNorm3d) and modules[bn_node.target].track_running_stats:
+                module = FusedConv3d(conv, modules[bn_node.target])
+                bn_node.replace_all_uses_with(node)
+                gm.graph.erase_node(bn_node)
+            else:
+                module = FusedConv3d(conv)
+            _set_module(gm, node.target, module)
+            fused[node] = module
+        elif _is_add(node):
+            # Fuse the add into the operand computed last, so the other one already exists.
+            candidates = [a for a in node.args if a in fused and len(a.users) == 1 and not fused[a].relu
+                          and len(a.args) == 1]
+            conv_node = max(candidates, key=order.__getitem__, default=None)
+            other = node.args[1] if node.args[0] is conv_node else node.args[0]
+            if conv_node is not None and order[other] < order[conv_node]:
+                conv_node.args = (conv_node.args[0], other)
+                node.replace_all_uses_with(conv_node)
+                gm.graph.erase_node(node)
+        elif _is_relu(node, modules):
+            src = node.args[0]
+            if src in fused and len(src.users) == 1 and not fused[src].relu:
+                fused[src].relu = True
+                node.replace_all_uses_with(src)
+                gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
