@@ -102,6 +102,17 @@ def render_clip(class_index: int, rng: np.random.Generator, num_frames: int = 32
         # At most ~0.07 rad per frame, so even a stride of 8 frames stays below the
         # 45-degree symmetry of the square and the cross: the direction stays visible.
         angle = angle + rng.uniform(0.04, 0.07) * (num_frames - 1) * t
+        # Turn about a pivot well off the centre, like a clock hand: the shape sweeps
+        # an arc as long as a translation's travel, so the direction survives the
+        # coarse resolution of a small network's late (temporal) stages, where a spin
+        # in place is a sub-pixel change.
+        radius = np.full_like(t, rng.uniform(0.09, 0.12) * side)
+        arm = rng.uniform(0.22, 0.28) * side
+        reach = arm + radius[0, 0, 0] + 1.0
+        px = rng.uniform(reach, width - reach)
+        py = rng.uniform(reach, height - reach)
+        cx = px + arm * np.cos(angle)
+        cy = py + arm * np.sin(angle)
     elif axis == "scale":
         small = rng.uniform(0.07, 0.1) * side
         radius = small * (1.0 + rng.uniform(1.2, 1.8) * t)
