@@ -1,3 +1,4 @@
+import logging
 import os
 
 import numpy as np
@@ -9,6 +10,19 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _restore_video_gc_logger():
+    """setup_logging (called by in-process runs) stops propagation and binds handlers to the
+    test's captured stdout; undo that so caplog works in whichever test runs next."""
+    yield
+    logger = logging.getLogger("video_gc")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture

@@ -169,6 +169,15 @@ def test_list_paths_with_spaces_prefix_and_missing_file(tmp_path):
         build_dataset(cfg, "test")
 
 
+def test_train_list_of_only_bad_videos_is_a_clear_list_error(tmp_path):
+    _write_list(tmp_path, "gone_a.mp4 0\ngone_b.mp4 1\n")
+    cfg = get_cfg()
+    cfg.DATA.PATH_TO_DATA_DIR = str(tmp_path)
+    dataset = build_dataset(cfg, "train")
+    with pytest.raises(DataListError, match="videos in a row failed to decode.*gone_.\\.mp4.*file not found"):
+        dataset[0]
+
+
 def test_pyav_clamps_to_frames_actually_decoded(tmp_path):
     # Matroska stores no frame count: the decoder estimates it from duration x fps.
     path = write_indexed_video(str(tmp_path / "v.mkv"), 45, fps=30.0)

@@ -194,6 +194,40 @@ def test_test_without_weights_is_a_clear_error(tiny_data, tmp_path):
     assert not (out / "test_metrics.json").exists()
 
 
+def test_test_with_weights_for_another_class_count_is_a_clear_error(tiny_data, tmp_path, capsys):
+    from video_gc.models import build_model
+
+    out = tmp_path / "other_classes"
+    other = load_config(CFG, tiny_opts(tiny_data, out, "MODEL.NUM_CLASSES", "7"))
+    path = cu.save_checkpoint(str(out), 0, build_model(other), None, None, other)
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, out, "TRAIN.ENABLE", "False")]) == 1
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert path in text and "head.projection.weight" in text and "NUM_CLASSES" in text
+    assert "Traceback" not in text
+    assert not (out / "test_metrics.json").exists()
+
+
+def test_periodic_validation_counts_and_logs_bad_videos(tiny_data, tmp_path):
+    from video_gc.data import construct_loader, read_video_list
+    from video_gc.engine.logger import StatsWriter, setup_logging
+    from video_gc.engine.train import evaluate
+    from video_gc.models import build_model
+
+    paths, labels = read_video_list(os.path.join(tiny_data, "val.csv"), separator=" ", prefix="", num_classes=4)
+    lines = [f"{p} {label}" for p, label in zip(paths, labels)] + [f"{tmp_path / 'missing.mp4'} 0"]
+    (tmp_path / "val.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    cfg = load_config(CFG, tiny_opts(str(tmp_path), out))
+    setup_logging(str(out))
+    result = evaluate(cfg, loader=construct_loader(cfg, "val"), model=build_model(cfg), device=torch.device("cpu"),
+                      dtype=None, epoch=0, stats=StatsWriter(str(out)))
+    assert result["videos"] == len(paths) and result["failed"] == 1
+    log = (out / "log.txt").read_text()
+    assert f"{len(paths)} videos, 1 failed to decode" in log and "missing.mp4" in log
+    assert _stats(out, "val_epoch")[0]["failed"] == 1
+
+
 @pytest.mark.slow
 def test_demo_net_top5_and_bad_videos(tiny_data, tmp_path, capsys):
     from video_gc.engine.predict import main_predict

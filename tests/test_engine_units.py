@@ -152,6 +152,17 @@ def test_checkpoint_round_trip_with_rng_and_optimizer(tmp_path):
         assert torch.equal(saved["state"][key]["momentum_buffer"], loaded["state"][key]["momentum_buffer"])
 
 
+def test_cuda_rng_states_for_another_device_count_are_reported(caplog):
+    state = cu.get_rng_state()
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * (visible + 1)
+    expected = torch.rand(3)  # the CPU stream is still restored exactly
+    with caplog.at_level(logging.WARNING, logger="video_gc"):
+        cu.set_rng_state(state)
+    assert torch.equal(torch.rand(3), expected)
+    assert f"CUDA RNG states for {visible + 1} devices but {visible} are visible" in caplog.text
+
+
 def test_corrupt_newest_checkpoint_is_skipped(tmp_path, caplog):
     cfg, model, opt = _tiny_model_and_optimizer()
     for epoch in range(3):
@@ -171,6 +182,76 @@ def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
     path = cu.save_checkpoint(str(tmp_path), 0, model, opt, None, cfg)
     with pytest.raises(cu.CheckpointError, match="does not match the model"):
         cu.load_model_state(nn.Linear(2, 2), cu.read_checkpoint(path), path)
+
+
+def test_checkpoint_for_another_class_count_names_file_and_key_and_copies_nothing(tmp_path):
+    from video_gc.engine.test import load_test_weights
+    from video_gc.models import build_model
+
+    cfg, model, opt = _tiny_model_and_optimizer()
+    path = cu.save_checkpoint(str(tmp_path), 0, model, opt, None, cfg)
+    other_cfg = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "MODEL.NUM_CLASSES", "5", "CONTEXT.TYPE", "cgd",
+                                   "CONTEXT.LOCATION", "[[0], [], [], []]"])
+    other = build_model(other_cfg)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(cu.CheckpointError) as err:
+        cu.load_model_state(other, cu.read_checkpoint(path), path)
+    assert path in str(err.value) and "head.projection.weight" in str(err.value)
+    assert "(3, 64) vs model (5, 64)" in str(err.value)
+    # The backbone matches; a partial load would have copied it before failing on the head.
+    for name, value in other.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    # TEST.ENABLE alone with such a checkpoint (the test-weights path) stops with the same kind of error.
+    with pytest.raises(cu.CheckpointError, match="NUM_CLASSES"):
+        load_test_weights(other_cfg, other, path)
+    for name, value in other.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_mixed_precision_dtype_per_device_and_grad_scaler_in_checkpoint(tmp_path, caplog):
+    from video_gc.engine.train import amp_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    off = load_config(None, [])
+    fp16 = load_config(None, ["TRAIN.MIXED_PRECISION", "True", "TRAIN.MIXED_PRECISION_DTYPE", "fp16"])
+    bf16 = load_config(None, ["TRAIN.MIXED_PRECISION", "True", "TRAIN.MIXED_PRECISION_DTYPE", "bf16"])
+    assert amp_dtype(off, cpu) is None and amp_dtype(off, cuda) is None
+    assert amp_dtype(fp16, cuda) == torch.float16 and amp_dtype(bf16, cuda) == torch.bfloat16
+    with caplog.at_level(logging.WARNING, logger="video_gc"):
+        assert amp_dtype(fp16, cpu) == torch.bfloat16  # fp16 autocast needs CUDA
+    assert "fp16 needs CUDA" in caplog.text
+
+    # An fp16 run's grad scaler (its scale and growth tracker) survives the checkpoint round trip.
+    cfg, model, opt = _tiny_model_and_optimizer()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    scaler.scale(torch.ones(()))  # the scale tensor is created lazily
+    scaler.update(new_scale=256.0)
+    path = cu.save_checkpoint(str(tmp_path), 0, model, opt, scaler, cfg)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    cu.restore_training_state(cu.read_checkpoint(path), path, model, opt, fresh)
+    assert fresh.get_scale() == 256.0 and fresh.state_dict() == scaler.state_dict()
+
+
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_all_reduce_of_cpu_tallies_works_on_every_backend(tmp_path, backend):
+    # Validation sums its counts in a CPU tensor; NCCL only reduces CUDA tensors.
+    import torch.distributed as dist
+
+    from video_gc.engine import distributed as du
+
+    if backend == "nccl" and not (torch.cuda.is_available() and dist.is_nccl_available()):
+        pytest.skip("NCCL needs a CUDA device")
+    if backend == "nccl":
+        torch.cuda.set_device(0)
+    dist.init_process_group(backend, init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        totals = torch.tensor([3.5, 2.0, 7.0], dtype=torch.float64)
+        summed = du.all_reduce_sum(totals)
+        assert summed.device.type == "cpu" and summed.tolist() == [3.5, 2.0, 7.0]
+        assert du.all_reduce_mean(torch.tensor([4.0, 6.0])).tolist() == [4.0, 6.0]
+        assert du.all_reduce_sum(torch.tensor([5])).item() == 5
+    finally:
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- ensembling and metrics

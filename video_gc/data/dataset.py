@@ -159,8 +159,8 @@ class VideoDataset(Dataset):
                 current = int(torch.randint(0, len(self), (), generator=generator).item())
                 continue
             return {"inputs": inputs, "label": self.labels[current], "index": current, "skipped": skipped}
-        raise RuntimeError(f"{MAX_REPLACEMENTS} videos in a row failed to decode (last: {last_error}); "
-                           f"check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and the video files")
+        raise DataListError(f"{MAX_REPLACEMENTS} videos in a row failed to decode (last: {last_error}); "
+                            f"check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and the video files")
 
     # ------------------------------------------------------------- val / test
     def decode_views(self, index: int) -> torch.Tensor:

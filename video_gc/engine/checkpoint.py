@@ -72,8 +72,14 @@ def get_rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved_cuda = state.get("cuda") or []
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if saved_cuda and len(saved_cuda) == visible:
+        torch.cuda.set_rng_state_all(saved_cuda)
+    elif saved_cuda:
+        logger.warning("checkpoint holds CUDA RNG states for %d devices but %d are visible; CUDA random "
+                       "streams start afresh, so the resumed run is not bit-identical to an uninterrupted one",
+                       len(saved_cuda), visible)
     np_state = state["numpy"]
     np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
@@ -118,20 +124,32 @@ def find_last_valid_checkpoint(output_dir: str) -> tuple[str, dict] | None:
     return None
 
 
+def _list_keys(keys: list[str], limit: int = 8) -> str:
+    return f"{keys[:limit]}{'...' if len(keys) > limit else ''}"
+
+
 def load_model_state(model: nn.Module, state: dict, path: str) -> None:
-    """Strict load of ``state['model_state']`` with an error that names the file."""
+    """Strict load of ``state['model_state']``: names and shapes are checked before any
+    tensor is copied, so a mismatch leaves the model untouched and the error names the file."""
     target = unwrap(model)
     weights = state["model_state"]
     # Checkpoints written by other tools may carry DDP's "module." prefix.
     if weights and all(k.startswith("module.") for k in weights):
         weights = {k[len("module."):]: v for k, v in weights.items()}
-    result = target.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
         raise CheckpointError(
-            f"{path} does not match the model built from the config: missing keys {result.missing_keys[:8]}"
-            f"{'...' if len(result.missing_keys) > 8 else ''}, unexpected keys {result.unexpected_keys[:8]}"
-            f"{'...' if len(result.unexpected_keys) > 8 else ''}"
-        )
+            f"{path} does not match the model built from the config: missing keys {_list_keys(missing)}, "
+            f"unexpected keys {_list_keys(unexpected)}")
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                  for k, v in weights.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if mismatched:
+        raise CheckpointError(
+            f"{path} does not match the model built from the config: shape mismatch in {_list_keys(mismatched, 4)} "
+            f"(e.g. a different MODEL.NUM_CLASSES, RESNET.WIDTH_PER_GROUP or CONTEXT setting)")
+    target.load_state_dict(weights, strict=True)
 
 
 def restore_training_state(state: dict, path: str, model: nn.Module, optimizer=None, scaler=None) -> int:

@@ -130,8 +130,6 @@ def main_demo(argv=None) -> int:
     import argparse
     import sys
 
-    from video_gc.config import ConfigError
-
     parser = argparse.ArgumentParser(description="Synthetic data -> train -> 30-view test, on the CPU.")
     parser.add_argument("--cfg", default=DEFAULT_CFG)
     parser.add_argument("--output", default="output/demo", help="data in OUTPUT/data, the run in OUTPUT/run")
@@ -141,14 +139,13 @@ def main_demo(argv=None) -> int:
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     from video_gc.prep.lists import PrepError
-    from video_gc.utils.io import CheckpointError
 
-    from .train import EngineError, NonFiniteLossError
+    from .launch import user_errors
 
     try:
         ctx = run_demo(args.cfg, args.output, args.opts, videos_per_class=args.videos_per_class,
                        fresh=not args.resume, threads=args.threads)
-    except (ConfigError, EngineError, NonFiniteLossError, CheckpointError, PrepError) as err:
+    except (*user_errors(), PrepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"demo finished in {ctx.timings['total']:.0f} s")

@@ -83,20 +83,27 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over all ranks (a copy; the input is untouched)."""
+def _all_reduce(values: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks into a copy on the input's device; NCCL only reduces CUDA tensors,
+    so CPU tallies (validation counts) make a round trip through this rank's GPU."""
     values = values.detach().clone()
     if is_dist():
+        home = values.device
+        if dist.get_backend() == "nccl" and home.type != "cuda":
+            values = values.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(values)
-        values /= get_world_size()
+        values = values.to(home)
     return values
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over all ranks (a copy; the input is untouched)."""
+    return _all_reduce(values) / get_world_size()
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    values = values.detach().clone()
-    if is_dist():
-        dist.all_reduce(values)
-    return values
+    """Sum of a tensor over all ranks (a copy on the input's device)."""
+    return _all_reduce(values)
 
 
 def all_gather_objects(obj) -> list:

@@ -38,20 +38,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is the whole story: printed without a traceback."""
+    from video_gc.data.dataset import DataListError
     from video_gc.utils.io import CheckpointError
 
     from .train import EngineError, NonFiniteLossError
 
-    errors = [ConfigError, CheckpointError, EngineError, NonFiniteLossError]
-    try:
-        from video_gc.data.dataset import DataListError
-
-        errors.append(DataListError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (ConfigError, CheckpointError, DataListError, EngineError, NonFiniteLossError)
 
 
 def run_job(cfg, dist_info: du.DistInfo) -> dict:
@@ -79,7 +73,7 @@ def _run_guarded(cfg, dist_info: du.DistInfo) -> int:
     try:
         run_job(cfg, dist_info)
         return 0
-    except _user_errors() as err:
+    except user_errors() as err:
         get_logger().error("%s", err)
         return 1
     finally:

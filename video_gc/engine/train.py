@@ -13,7 +13,6 @@ import math
 import os
 import random
 import warnings
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 
 from . import checkpoint as cu
 from . import distributed as du
+from .inference import autocast_context
 from .logger import StatsWriter, get_logger, peak_memory_mb, progress, read_stats
 from .lr_policy import get_lr_at_epoch, set_lr
 from .meters import Timer, TrainMeter, topk_correct
@@ -61,12 +61,6 @@ def amp_dtype(cfg, device: torch.device) -> torch.dtype | None:
     if cfg.TRAIN.MIXED_PRECISION_DTYPE == "fp16":
         logger.warning("TRAIN.MIXED_PRECISION_DTYPE fp16 needs CUDA; using bf16 autocast on %s", device.type)
     return torch.bfloat16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
@@ -113,7 +107,7 @@ def train_epoch(cfg, *, loader, model, optimizer, scaler, epoch: int, device, dt
         inputs = batch["inputs"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
 
-        with autocast(device, dtype):
+        with autocast_context(device, dtype):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float(), labels)
         hits1, hits5 = topk_correct(logits.detach().float(), labels)
@@ -175,7 +169,7 @@ def evaluate(cfg, *, loader, model, device, dtype, epoch: int, stats: StatsWrite
             continue
         inputs = batch["inputs"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
-        with autocast(device, dtype):
+        with autocast_context(device, dtype):
             logits = model(inputs).float()
         hits1, hits5 = topk_correct(logits, labels)
         totals += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
@@ -186,8 +180,8 @@ def evaluate(cfg, *, loader, model, device, dtype, epoch: int, stats: StatsWrite
     result = {"epoch": epoch + 1, "loss": totals[0].item() / n, "top1": 100.0 * totals[1].item() / n,
               "top5": 100.0 * totals[2].item() / n, "videos": int(totals[3].item()), "failed": failed}
     stats.write("val_epoch", result, step=epoch + 1)
-    logger.info("epoch %d val (centre view, %d videos): loss %.4f  top1 %.2f%%  top5 %.2f%%",
-                epoch + 1, result["videos"], result["loss"], result["top1"], result["top5"])
+    logger.info("epoch %d val (centre view, %d videos, %d failed to decode): loss %.4f  top1 %.2f%%  top5 %.2f%%",
+                epoch + 1, result["videos"], failed, result["loss"], result["top1"], result["top5"])
     return result
 
 
