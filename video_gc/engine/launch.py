@@ -93,8 +93,21 @@ def _spawned_worker(local_rank: int, cfg, init_method: str, procs_per_node: int)
         sys.exit(code)
 
 
+def check_data_lists(cfg) -> None:
+    """Read the lists the job will use before any process starts or any epoch runs, so a
+    missing or malformed list is one clear error, not one per process (or one after training)."""
+    from video_gc.data.dataset import read_video_list
+
+    splits = (["train"] if cfg.TRAIN.ENABLE else []) + (["test"] if cfg.TEST.ENABLE else [])
+    for split in splits:
+        read_video_list(os.path.join(cfg.DATA.PATH_TO_DATA_DIR, f"{split}.csv"),
+                        separator=cfg.DATA.PATH_LABEL_SEPARATOR, prefix=cfg.DATA.PATH_PREFIX,
+                        num_classes=cfg.MODEL.NUM_CLASSES)
+
+
 def launch(cfg, init_method: str | None = None) -> int:
     """Run the job in this process, under torchrun, or in NUM_GPUS spawned processes."""
+    check_data_lists(cfg)
     if du.launched_by_torchrun():
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         world = int(os.environ["WORLD_SIZE"])
@@ -135,8 +148,10 @@ def main(argv=None) -> int:
     if not 0 <= cfg.SHARD_ID < cfg.NUM_SHARDS:
         print(f"error: --shard_id {cfg.SHARD_ID} must be in [0, --num_shards {cfg.NUM_SHARDS})", file=sys.stderr)
         return 2
+    from video_gc.data.dataset import DataListError
+
     try:
         return launch(cfg, args.init_method)
-    except ConfigError as err:
+    except (ConfigError, DataListError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
