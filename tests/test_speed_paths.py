@@ -83,11 +83,14 @@ def test_fusion_removes_every_foldable_batchnorm_and_fuses_relu_and_add():
     assert sum(c.relu for c in convs) == 1 + 3 * 16
 
 
-def test_cgd_between_conv_and_bn_is_not_folded():
+def test_cgd_takes_over_the_bn_and_relu_after_it():
     model = _model(SLOW, ("CONTEXT.TYPE", "cgd", "CONTEXT.LOCATION", ALL))
     fused = fuse_for_inference(model)
-    # a_bn follows the CGD, not the conv: it must stay a BatchNorm (16 blocks).
-    assert sum(isinstance(m, nn.BatchNorm3d) for m in fused.modules()) == 16
+    # a_bn follows the CGD, not the conv: it is not folded into conv a but into the CGD (16 blocks).
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
+    gates = [m for m in fused.modules() if type(m).__name__ == "CompactGlobalDescriptor"]
+    assert len(gates) == 16 and all(g.epilogue_scale is not None and g.epilogue_relu for g in gates)
+    assert not any(m.epilogue_scale is not None for m in model.modules() if type(m).__name__ == "CompactGlobalDescriptor")
 
 
 def test_original_model_is_untouched():
@@ -272,3 +275,55 @@ def test_agreement_on_a_real_synthetic_test_split(tmp_path):
     result = dataset_agreement(cfg, str(tmp_path), mode="channels_last", crop=32)
     assert result["videos"] == summary["test"] and result["views"] == 2 * summary["test"]
     assert result["view_top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4
+
+
+def _gate_input(dim=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(2, dim, 4, 6, 6, generator=gen).contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("variant,shared", [("v10", True), ("v10", False), ("v1", True)])
+def test_cgd_bn_relu_epilogue_equals_gate_then_bn_then_relu(variant, shared):
+    from video_gc.models.blocks import CompactGlobalDescriptor
+    from video_gc.models.fast import batchnorm_affine
+
+    torch.manual_seed(0)
+    block = CompactGlobalDescriptor(16, num_frames=4, variant=variant, share_temporal=shared).eval()
+    bn = _randomise(nn.BatchNorm3d(16), seed=3)
+    x = _gate_input()
+    with torch.inference_mode():
+        ref = torch.relu(bn(block(x)))
+    block.fuse_epilogue(*batchnorm_affine(bn), relu=True)
+    with torch.inference_mode():
+        x_copy = x.clone()
+        fast = block(x_copy)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert fast.data_ptr() == x_copy.data_ptr()  # written in place: no new buffer
+    assert (ref == 0).any() and (ref > 0).any()  # the ReLU is exercised
+    # With autograd recording, the input is left alone (same numbers, new tensor).
+    xg = x.clone().requires_grad_(True)
+    out = block(xg)
+    torch.testing.assert_close(out.detach(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xg.detach(), x)
+
+
+def test_gate_epilogue_is_skipped_when_the_input_has_another_reader():
+    from video_gc.models.blocks import CompactGlobalDescriptor
+
+    class TwoReaders(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(4, 8, 1, bias=False)
+            self.cgd = CompactGlobalDescriptor(8, num_frames=3)
+            self.bn = nn.BatchNorm3d(8)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.relu(self.bn(self.cgd(y))) + y  # y is read again after the gate
+
+    model = _randomise(TwoReaders())
+    fused = fuse_for_inference(model)
+    assert isinstance(fused.bn, nn.BatchNorm3d) and fused.cgd.epilogue_scale is None
+    x = torch.randn(2, 4, 3, 5, 5)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)

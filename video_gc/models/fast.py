@@ -9,8 +9,9 @@ saves one full read and write of the activation per BN, ReLU and add; on other
 devices it runs as conv + bias + add + ReLU, numerically the same.
 
 The rewrite traces the model with ``torch.fx``. Context blocks (NL, GC, SE, CGD,
-NA) are kept as opaque modules and run unchanged. Only a conv whose output has a
-single consumer is fused, so every rewrite is exact up to float rounding.
+NA) are kept as opaque modules, except that a CGD takes over the eval BN + ReLU
+that follow it (applied in place with its gate, without new buffers). Only a conv whose output has a single consumer is
+fused, so every rewrite is exact up to float rounding.
 
     fused = fuse_for_inference(model)      # a new module; ``model`` is untouched
 """
@@ -32,6 +33,15 @@ _RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 
 
+def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm):
+    """(scale, shift) per channel with ``bn(x) == x * scale + shift`` in eval mode."""
+    scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight.detach(), shift * bn.weight.detach() + bn.bias.detach()
+    return scale, shift
+
+
 def fold_batchnorm(conv: nn.Conv3d, bn: Optional[nn.modules.batchnorm._BatchNorm]):
     """(weight, bias) of the single conv equal to ``bn(conv(x))`` in eval mode."""
     weight = conv.weight.detach()
@@ -39,9 +49,9 @@ def fold_batchnorm(conv: nn.Conv3d, bn: Optional[nn.modules.batchnorm._BatchNorm
                                                                        device=weight.device)
     if bn is None:
         return weight.clone(), bias.clone()
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    scale, shift = batchnorm_affine(bn)
     shape = (-1,) + (1,) * (weight.dim() - 1)
-    return weight * scale.reshape(shape), (bias - bn.running_mean) * scale + bn.bias.detach()
+    return weight * scale.reshape(shape), bias * scale + shift
 
 
 class FusedConv3d(nn.Module):
@@ -167,6 +177,13 @@ def _is_add(node: fx.Node) -> bool:
     return plain and len(node.args) == 2 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args)
 
 
+def _sole_reader(node: fx.Node) -> bool:
+    """True when ``node`` is the only reader of its input and that input is not the
+    caller's tensor, so the block may overwrite it."""
+    src = node.args[0]
+    return isinstance(src, fx.Node) and src.op != "placeholder" and len(src.users) == 1
+
+
 def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
     """A traced copy of ``model`` (eval mode) with conv+BN[+add][+ReLU] fused.
 
@@ -174,12 +191,15 @@ def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
     leaves (every video_gc ResNet). The result computes the same logits as
     ``model.eval()`` up to float rounding; it is for inference only.
     """
+    from .blocks import CompactGlobalDescriptor
+
     model = copy.deepcopy(model).eval()
     gm = _trace(model)
     modules = dict(gm.named_modules())
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
     calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
     fused: dict = {}  # conv node -> FusedConv3d
+    gated: dict = {}  # CGD node that took over the BN (and ReLU) after it -> the block
     for node in list(gm.graph.nodes):
         if _is_call(node, modules, nn.Conv3d) and calls[node.target] == 1:
             conv = modules[node.target]
@@ -192,6 +212,14 @@ def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
                 module = FusedConv3d(conv)
             _set_module(gm, node.target, module)
             fused[node] = module
+        elif _is_call(node, modules, CompactGlobalDescriptor) and len(node.users) == 1 and _sole_reader(node):
+            # CGD applies its gate, the eval BN after it and (below) its ReLU in place.
+            bn_node = next(iter(node.users))
+            if _is_call(bn_node, modules, nn.BatchNorm3d) and modules[bn_node.target].track_running_stats:
+                modules[node.target].fuse_epilogue(*batchnorm_affine(modules[bn_node.target]))
+                bn_node.replace_all_uses_with(node)
+                gm.graph.erase_node(bn_node)
+                gated[node] = modules[node.target]
         elif _is_add(node):
             # Fuse the add into the operand computed last, so the other one already exists.
             candidates = [a for a in node.args if a in fused and len(a.users) == 1 and not fused[a].relu
@@ -206,6 +234,10 @@ def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
             src = node.args[0]
             if src in fused and len(src.users) == 1 and not fused[src].relu:
                 fused[src].relu = True
+                node.replace_all_uses_with(src)
+                gm.graph.erase_node(node)
+            elif src in gated and len(src.users) == 1 and not gated[src].epilogue_relu:
+                gated[src].epilogue_relu = True
                 node.replace_all_uses_with(src)
                 gm.graph.erase_node(node)
     gm.graph.lint()
