@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from video_gc.prep.lists import PrepError, atomic_write_text, read_text_lines, write_report
+from video_gc.prep.lists import PrepError, atomic_write_text, iter_list_entries, write_report
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import VideoInfo, probe_video
 
@@ -54,12 +54,7 @@ def probe_decord(path: str) -> VideoInfo:
 
 def read_list_lines(list_path: str, separator: str = " ") -> list[tuple[int, str, str]]:
     """(line number, video path as written, label text verbatim) for each entry."""
-    entries = []
-    for number, line in read_text_lines(list_path):
-        parts = line.rsplit(separator, 1)
-        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-            raise PrepError(f"{list_path}:{number}: expected 'path{separator}label', got {line!r}")
-        entries.append((number, parts[0].strip(), parts[1].strip()))
+    entries = list(iter_list_entries(list_path, separator))
     if not entries:
         raise PrepError(f"{list_path}: the list is empty")
     return entries

@@ -72,17 +72,24 @@ def write_list(path: str, entries: Iterable[tuple[str, int]], separator: str = "
     return len(lines)
 
 
-def read_list(path: str, separator: str = " ") -> list[tuple[str, int]]:
-    """Read a ``path label`` list; errors name the file and line."""
-    entries = []
+def iter_list_entries(path: str, separator: str = " ") -> Iterator[tuple[int, str, str]]:
+    """(line number, path as written, label text) of each ``path label`` line; the label
+    is what follows the last separator, so paths may contain it. Errors name file and line."""
     for number, line in read_text_lines(path):
         parts = line.rsplit(separator, 1)
-        if len(parts) != 2:
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
             raise PrepError(f"{path}:{number}: expected 'path{separator}label', got {line!r}")
+        yield number, parts[0].strip(), parts[1].strip()
+
+
+def read_list(path: str, separator: str = " ") -> list[tuple[str, int]]:
+    """Read a ``path label`` list with integer labels; errors name the file and line."""
+    entries = []
+    for number, rel, label in iter_list_entries(path, separator):
         try:
-            entries.append((parts[0], int(parts[1])))
+            entries.append((rel, int(label)))
         except ValueError:
-            raise PrepError(f"{path}:{number}: the label {parts[1]!r} is not an integer") from None
+            raise PrepError(f"{path}:{number}: the label {label!r} is not an integer") from None
     return entries
 
 
