@@ -327,3 +327,77 @@ def test_gate_epilogue_is_skipped_when_the_input_has_another_reader():
     x = torch.randn(2, 4, 3, 5, 5)
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def _context_blocks():
+    from video_gc.models.blocks import NormalizationAttention
+    from video_gc.models.blocks.global_context import PRESETS, GlobalContextBlock
+
+    blocks = {"na": lambda dim: NormalizationAttention(dim)}
+    blocks.update({name: (lambda dim, name=name: GlobalContextBlock.preset(name, dim)) for name in PRESETS})
+    return blocks
+
+
+def _random_block(kind, dim, seed=0):
+    torch.manual_seed(seed)
+    block = _context_blocks()[kind](dim)
+    return _randomise(block, seed).double()  # gamma, the zero-init last convs, LayerNorm: all non-trivial
+
+
+@pytest.mark.parametrize("kind", sorted(_context_blocks()))
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_block_read_through_a_pointwise_conv_equals_block_on_its_output(kind, layout):
+    from video_gc.models.fast import fold_batchnorm
+
+    block = _random_block(kind, 32)
+    conv = nn.Conv3d(8, 32, 1, bias=False).double()
+    bn = _randomise(nn.BatchNorm3d(32), seed=1).double()
+    h = torch.randn(3, 8, 2, 5, 5, dtype=torch.float64).contiguous(memory_format=layout)
+    with torch.no_grad():
+        y = bn(conv(h))
+        ref = block(y)
+        weight, bias = fold_batchnorm(conv, bn)
+        scale, shift = block.fold_pointwise_conv(h, weight, bias, block.position_key(weight))
+    assert (scale is None) != (shift is None)  # mul fusion scales, add fusion shifts
+    out = y * scale.view(3, 32, 1, 1, 1) if scale is not None else y + shift.view(3, 32, 1, 1, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(ref, y)  # the block does something
+
+
+@pytest.mark.parametrize("kind", ["na", "gc", "se"])
+@pytest.mark.parametrize("spatial", [6, 2])  # positions > input channels (weights scaled) and <= (output gated)
+def test_conv_that_absorbed_a_block_equals_conv_bn_block_add_relu(kind, spatial):
+    block = _random_block(kind, 32).float()
+    conv = nn.Conv3d(8, 32, 1, bias=False)
+    bn = _randomise(nn.BatchNorm3d(32), seed=1)
+    fused = FusedConv3d(conv, bn)
+    fused.relu = True
+    fused.absorb_context(block)
+    gen = torch.Generator().manual_seed(2)
+    for n in (1, 3):
+        h = torch.randn(n, 8, 2, spatial, spatial, generator=gen)
+        residual = torch.randn(n, 32, 2, spatial, spatial, generator=gen)
+        with torch.no_grad():
+            expected = torch.relu(block(bn(conv(h))) + residual)
+        for layout in (torch.contiguous_format, torch.channels_last_3d):
+            hl = h.contiguous(memory_format=layout)
+            with torch.inference_mode():  # oneDNN path
+                fast = fused(hl, residual.contiguous(memory_format=layout))
+            generic = fused(hl.clone().requires_grad_(), residual)
+            torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(generic.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_after1x1_blocks_are_absorbed_by_their_conv_and_afteradd_blocks_are_not():
+    from video_gc.models.blocks import GlobalContextBlock, NormalizationAttention
+
+    def opaque(fused):
+        return sum(node.op == "call_module" and isinstance(fused.get_submodule(node.target),
+                                                           (GlobalContextBlock, NormalizationAttention))
+                   for node in fused.graph.nodes)
+
+    for variant, absorbed in (("na", 16), ("gc_all", 16), ("se", 16), ("snl", 5), ("gc_after_add", 0)):
+        fused = fuse_for_inference(_model(*VARIANTS[variant]))
+        convs = [m for m in fused.modules() if isinstance(m, FusedConv3d) and m.context is not None]
+        assert (len(convs), opaque(fused)) == (absorbed, 5 if variant == "gc_after_add" else 0), variant
+        assert " + " not in fused.code and "relu" not in fused.code  # every add and ReLU still fused

@@ -136,7 +136,7 @@ def prepare_for_inference(model: nn.Module, mode: str = "fp32", device: torch.de
         # weights that need no gradient).
         for module in net.modules():
             if isinstance(module, FusedConv3d):
-                module.to(settings.dtype)
+                module.cast_(settings.dtype)
     if settings.compile:
         net = _compile(net)
     logger.debug("inference mode %s -> %s on %s", mode, settings, device)

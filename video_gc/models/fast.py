@@ -9,9 +9,17 @@ saves one full read and write of the activation per BN, ReLU and add; on other
 devices it runs as conv + bias + add + ReLU, numerically the same.
 
 The rewrite traces the model with ``torch.fx``. Context blocks (NL, GC, SE, CGD,
-NA) are kept as opaque modules, except that a CGD takes over the eval BN + ReLU
-that follow it (applied in place with its gate, without new buffers). Only a conv whose output has a single consumer is
-fused, so every rewrite is exact up to float rounding.
+NA) are kept as opaque modules, except that:
+
+- a GCNet-family or NA block right after a 1x1x1 conv (CONTEXT.POSITION after1x1)
+  is absorbed by that conv: its pooling is linear in the conv's output, so it is
+  computed from the conv's input, and its add / mul fusion becomes a per-sample
+  bias / weight scale (``fold_pointwise_conv`` on the block);
+- a CGD takes over the eval BN + ReLU that follow it (applied in place with its
+  gate, without new buffers).
+
+Only a conv whose output has a single consumer is fused, so every rewrite is
+exact up to float rounding.
 
     fused = fuse_for_inference(model)      # a new module; ``model`` is untouched
 """
@@ -75,6 +83,8 @@ class FusedConv3d(nn.Module):
         self.dilation = list(conv.dilation)
         self.groups = conv.groups
         self.relu = False
+        self.context: Optional[nn.Module] = None
+        self.register_buffer("context_key", None, persistent=False)
 
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
@@ -90,6 +100,29 @@ class FusedConv3d(nn.Module):
                    for size, k, s, p, d in zip(x.shape[2:], kernel, self.stride, self.padding, self.dilation)]
         return torch.Size([x.shape[0], self.weight.shape[0], *spatial])
 
+    def cast_(self, dtype: torch.dtype) -> "FusedConv3d":
+        """Cast the folded weight and bias (only: an absorbed context block keeps its own)."""
+        self.weight.data = self.weight.data.to(dtype)
+        self.bias.data = self.bias.data.to(dtype)
+        return self
+
+    def absorb_context(self, block: nn.Module) -> None:
+        """Inference only: compute ``block(conv(x))`` in this call (a 1x1x1 conv). ``block``
+        has ``position_key(weight)``, a vector computed once here, and
+        ``fold_pointwise_conv(x, weight, bias, key) -> (scale, shift)``: its effect as a
+        per-sample channel affine of the conv's output, read from the conv's input."""
+        if not self.pointwise:
+            raise ValueError("absorb_context needs a 1x1x1 conv with stride 1, no padding and one group")
+        self.context = block
+        # The block's per-position score as a vector over the conv's input, computed once.
+        self.context_key = block.position_key(self.weight)
+
+    @property
+    def pointwise(self) -> bool:
+        """A 1x1x1 conv with stride 1, no padding and one group: a matmul over channels."""
+        return (all(k == 1 for k in self.weight.shape[2:]) and all(s == 1 for s in self.stride)
+                and not any(self.padding) and self.groups == 1)
+
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         weight, bias = self.weight, self.bias
         if torch.is_autocast_enabled(x.device.type) and weight.dtype != torch.get_autocast_dtype(x.device.type):
@@ -97,19 +130,44 @@ class FusedConv3d(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type)
             weight, bias = weight.to(dtype), bias.to(dtype)
         x = x.to(weight.dtype)
+        if self.context is None:
+            return self._conv(x, weight, bias, residual, self.relu)
+        n = x.shape[0]
+        if weight[0].numel() >= x[0, 0].numel():
+            # No more positions than input channels (deep stages): the block reads the conv's
+            # output more cheaply than its statistics can be read through the weight.
+            y = self.context(self._conv(x, weight, bias, None, relu=False))  # a new tensor
+            y = y if residual is None else y.add_(residual)
+            return y.relu_() if self.relu else y
+        scale, shift = self.context.fold_pointwise_conv(x, weight, bias, self.context_key)
+        # Per sample, the affine folds into the conv: (W * s) x + (b * s + t), so the add and
+        # ReLU after it stay fused and the block costs no pass over the output.
+        outputs = []
+        for i in range(n):
+            w_i, b_i = weight, bias
+            if scale is not None:
+                s = scale[i].to(weight.dtype)
+                w_i, b_i = weight * s.view(-1, 1, 1, 1, 1), bias * s
+            if shift is not None:
+                b_i = b_i + shift[i].to(weight.dtype)
+            outputs.append(self._conv(x[i:i + 1], w_i, b_i, None if residual is None else residual[i:i + 1], self.relu))
+        return outputs[0] if n == 1 else torch.cat(outputs)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor],
+              relu: bool) -> torch.Tensor:
         if self._onednn(x) and (residual is None or residual.shape == self._output_shape(x)):
-            act = "relu" if self.relu else "none"
+            act = "relu" if relu else "none"
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(
                     x, weight, bias, self.padding, self.stride, self.dilation, self.groups, act, [], "")
             residual = residual.to(weight.dtype).contiguous(memory_format=_memory_format(x))
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, residual, weight, bias, self.padding, self.stride, self.dilation, self.groups,
-                "add", None, "relu" if self.relu else None, [], None)
+                "add", None, "relu" if relu else None, [], None)
         y = F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             y = y + residual
-        return F.relu(y) if self.relu else y
+        return F.relu(y) if relu else y
 
 
 def is_channels_last_3d(x: torch.Tensor) -> bool:
@@ -220,6 +278,15 @@ def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
                 bn_node.replace_all_uses_with(node)
                 gm.graph.erase_node(bn_node)
                 gated[node] = modules[node.target]
+        elif (node.op == "call_module" and hasattr(modules.get(node.target), "fold_pointwise_conv")
+              and calls[node.target] == 1 and node.args[0] in fused):
+            # A GCNet-family / NA block right after a 1x1x1 conv (after1x1) becomes a
+            # per-sample scale / bias of that conv, so its add and ReLU stay fused.
+            src = node.args[0]
+            if len(src.users) == 1 and not fused[src].relu and len(src.args) == 1 and fused[src].pointwise:
+                fused[src].absorb_context(modules[node.target])
+                node.replace_all_uses_with(src)
+                gm.graph.erase_node(node)
         elif _is_add(node):
             # Fuse the add into the operand computed last, so the other one already exists.
             candidates = [a for a in node.args if a in fused and len(a.users) == 1 and not fused[a].relu
