@@ -65,7 +65,7 @@ def test_fused_modes_match_reference(variant):
     x = _clips()
     with torch.inference_mode():
         ref = model(x)
-        for mode in ("fp32", "channels_last"):
+        for mode in ("fused", "channels_last", "fp32"):
             out = prepare_for_inference(model, mode)(x)
             assert out.dtype == torch.float32
             assert (out - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max().item()), mode
@@ -144,7 +144,10 @@ def test_bf16_is_close_to_fp32_and_agrees_on_top1():
 
 def test_modes_resolve_per_device_and_reject_impossible_ones():
     assert resolve_mode("best", "cuda").dtype == torch.float16
-    assert resolve_mode("channels_last", "cpu").channels_last and not resolve_mode("fp32", "cpu").channels_last
+    assert resolve_mode("channels_last", "cpu").channels_last and not resolve_mode("fused", "cpu").channels_last
+    # fp32 takes the faster layout of the device: channels_last_3d for oneDNN, contiguous for cuDNN.
+    assert resolve_mode("fp32", "cpu").channels_last == torch.backends.mkldnn.is_available()
+    assert not resolve_mode("fp32", "cuda").channels_last and resolve_mode("fp32", "cuda").fuse
     assert not resolve_mode("reference", "cpu").fuse
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         resolve_mode("fp16", "cpu")

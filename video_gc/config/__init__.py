@@ -46,7 +46,7 @@ CHOICES = {
     "TRAIN.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
     "TEST.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
     "TRAIN.CHECKPOINT_INFLATE_MODE": ("average", "center"),
-    "TEST.INFERENCE_MODE": ("reference", "fp32", "channels_last", "bf16", "fp16", "compile", "best"),
+    "TEST.INFERENCE_MODE": ("reference", "fused", "channels_last", "fp32", "bf16", "fp16", "compile", "best"),
 }
 
 # PySlowFast keys that load for compatibility but whose other values video_gc does not
