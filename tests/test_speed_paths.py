@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from video_gc.config import load_config
@@ -360,6 +361,7 @@ def test_block_read_through_a_pointwise_conv_equals_block_on_its_output(kind, la
         y = bn(conv(h))
         ref = block(y)
         weight, bias = fold_batchnorm(conv, bn)
+        weight = weight.reshape(32, 8)
         scale, shift = block.fold_pointwise_conv(h, weight, bias, block.position_key(weight))
     assert (scale is None) != (shift is None)  # mul fusion scales, add fusion shifts
     out = y * scale.view(3, 32, 1, 1, 1) if scale is not None else y + shift.view(3, 32, 1, 1, 1)
@@ -377,18 +379,42 @@ def test_conv_that_absorbed_a_block_equals_conv_bn_block_add_relu(kind, spatial)
     fused.relu = True
     fused.absorb_context(block)
     gen = torch.Generator().manual_seed(2)
-    for n in (1, 3):
+    # batch 1 (affine folded into the weights), a batch (one conv, then the affine), with and
+    # without a residual to fuse
+    for n, with_residual in ((1, True), (3, True), (1, False), (3, False)):
         h = torch.randn(n, 8, 2, spatial, spatial, generator=gen)
-        residual = torch.randn(n, 32, 2, spatial, spatial, generator=gen)
+        residual = torch.randn(n, 32, 2, spatial, spatial, generator=gen) if with_residual else None
         with torch.no_grad():
-            expected = torch.relu(block(bn(conv(h))) + residual)
+            expected = torch.relu(block(bn(conv(h))) + (residual if with_residual else 0))
         for layout in (torch.contiguous_format, torch.channels_last_3d):
             hl = h.contiguous(memory_format=layout)
+            rl = residual.contiguous(memory_format=layout) if with_residual else None
             with torch.inference_mode():  # oneDNN path
-                fast = fused(hl, residual.contiguous(memory_format=layout))
-            generic = fused(hl.clone().requires_grad_(), residual)
+                fast = fused(hl, rl)
+            generic = fused(hl.clone().requires_grad_(), rl)
             torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(generic.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="weight packing is oneDNN's")
+def test_packed_weight_is_reused_per_input_shape_and_survives_deepcopy():
+    import copy
+
+    conv = nn.Conv3d(16, 32, (3, 1, 1), padding=(1, 0, 0), bias=False)
+    fused = FusedConv3d(conv, _randomise(nn.BatchNorm3d(32)))
+    x = torch.randn(2, 16, 4, 5, 5).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        expected = F.conv3d(x, fused.weight, fused.bias, padding=(1, 0, 0))
+    with torch.inference_mode():
+        first = fused(x)
+        packed = fused._packed[1]
+        assert packed.is_mkldnn and fused(x) is not None and fused._packed[1] is packed  # packed once
+        torch.testing.assert_close(fused(x[:1]), expected[:1], atol=1e-5, rtol=1e-5)  # a new shape repacks
+        assert fused._packed[1] is not packed
+        clone = copy.deepcopy(fused)
+        assert clone._packed is None
+        torch.testing.assert_close(clone(x), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_after1x1_blocks_are_absorbed_by_their_conv_and_afteradd_blocks_are_not():

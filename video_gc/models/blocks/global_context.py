@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..fast import is_channels_last_3d
+from ..fast import is_channels_last_3d, no_autocast
 
 _POOLINGS = ("att", "avg")
 _TRANSFORMS = ("conv", "bottleneck")
@@ -159,36 +159,34 @@ class GlobalContextBlock(nn.Module):
         return torch.bmm(alpha, rows)
 
     def position_key(self, weight: torch.Tensor):
-        """W_k W [C_in] for a 1x1x1 conv weight W [C, C_in, 1, 1, 1] (att pooling; None
-        for avg): the att logit of y = W h + b at a position is <W_k W, h> + a constant."""
+        """W_k W [C_in] for a 1x1x1 conv's weight W [C, C_in] (att pooling; None for avg):
+        the att logit of y = W h + b at a position is <W_k W, h> + a constant."""
         if self.pooling == "avg":
             return None
-        w = weight.detach().reshape(weight.shape[0], -1)
-        w = w.to(torch.promote_types(w.dtype, torch.float32))
-        return (self.conv_k.weight.detach().view(1, -1).to(w.dtype) @ w).view(-1)
+        return (self.conv_k.weight.detach().view(1, -1).to(weight.dtype) @ weight).view(-1)
 
     def fold_pointwise_conv(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, key):
-        """Inference: this block on y = W h + b (a 1x1x1 conv, W [C, C_in]) as the
-        per-sample channel affine ``(scale, shift)``, read from h: (None, delta)
-        for add fusion, (sigmoid(delta), None) for mul.
+        """Inference: this block on y = W h + b (a 1x1x1 conv; W [C, C_in] and b in the
+        statistics' precision, float32 or wider) as the per-sample channel affine
+        ``(scale, shift)``, read from h: (None, delta) for add fusion, (sigmoid(delta),
+        None) for mul.
 
         Both poolings are linear in y: avg(y) = W avg(h) + b; the att logits are
         W_k y + b_k = <key, h> + a constant that the softmax drops (``key =
         position_key(W)``), and as alpha sums to 1, sum_j alpha_j y_j = W (sum_j
         alpha_j h_j) + b. So context modeling reads the conv's input h (C_in = C / 4
         channels in a bottleneck) instead of y, and the fusion becomes a bias / scale
-        of the conv itself. Equal to ``self(y)`` up to float rounding; [N, C], float32 or wider.
+        of the conv itself. Equal to ``self(y)`` up to float rounding; [N, C] results.
         """
         n, c_in = h.shape[:2]
-        with torch.autocast(device_type=h.device.type, enabled=False):
-            dtype = torch.promote_types(h.dtype, torch.float32)
-            rows = h.reshape(n, c_in, -1).transpose(1, 2).to(dtype)  # [N, THW, C_in], a view for float32 h
+        with no_autocast(h):
+            rows = h.reshape(n, c_in, -1).transpose(1, 2)  # [N, THW, C_in], a view in either layout
+            rows = rows if rows.dtype == weight.dtype else rows.to(weight.dtype)
             if key is None:
                 pooled = rows.mean(dim=1)
             else:
-                pooled = self._attend(torch.matmul(rows, key.to(dtype)).unsqueeze(1), rows).view(n, c_in)
-            context = torch.addmm(bias.to(dtype), pooled, weight.reshape(-1, c_in).to(dtype).t())
-            delta = self.transform(context.view(n, -1, 1, 1, 1)).view(n, -1)
+                pooled = self._attend(torch.matmul(rows, key).unsqueeze(1), rows).squeeze(1)
+            delta = self.transform(torch.addmm(bias, pooled, weight.t()).view(n, -1, 1, 1, 1)).view(n, -1)
         return (None, delta) if self.fusion == "add" else (torch.sigmoid(delta), None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ At init the gate is the constant sigmoid(1).
 import torch
 from torch import nn
 
+from ..fast import no_autocast
+
 
 class NormalizationAttention(nn.Module):
     """NA gate on [N, C, T, H, W] features.
@@ -48,14 +50,13 @@ class NormalizationAttention(nn.Module):
 
     def _attention(self, channel_mean: torch.Tensor) -> torch.Tensor:
         """Eq. 4-6 weights a [N, P] from the channel means c [N, P]."""
-        similarity = -(channel_mean - channel_mean.mean(dim=1, keepdim=True)).abs()
+        centred = channel_mean - channel_mean.mean(dim=1, keepdim=True)
         # softmax subtracts the row maximum, so exp cannot underflow to an all-zero row.
-        return torch.softmax(similarity, dim=1)
+        return torch.softmax(centred.abs_().neg_(), dim=1)
 
     def _gate(self, g: torch.Tensor) -> torch.Tensor:
         """Eq. 7-9 gate sigmoid(g_hat) [N, C, 1, 1, 1] from the global context g [N, C]."""
-        mean = g.mean(dim=1, keepdim=True)
-        std = g.std(dim=1, correction=0, keepdim=True)
+        std, mean = torch.std_mean(g, dim=1, correction=0, keepdim=True)
         gate = torch.sigmoid(self.gamma * (g - mean) / (std + self.eps) + self.beta)
         return self.gate_probe(gate.view(*g.shape, 1, 1, 1))
 
@@ -63,7 +64,7 @@ class NormalizationAttention(nn.Module):
         n, c = x.shape[:2]
         # Statistics in at least float32 and outside autocast: the std over C and the
         # softmax are fragile in half precision.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with no_autocast(x):
             flat = x.reshape(n, c, -1).to(torch.promote_types(x.dtype, torch.float32))
             weights = self._attention(flat.mean(dim=1))
             gate = self._gate(torch.bmm(flat, weights.unsqueeze(-1)).squeeze(-1))
@@ -71,29 +72,27 @@ class NormalizationAttention(nn.Module):
 
     @staticmethod
     def position_key(weight: torch.Tensor) -> torch.Tensor:
-        """mean_C(W) [C_in] for a 1x1x1 conv weight W [C, C_in, 1, 1, 1]: the channel mean
-        of y = W h + b at a position is <mean_C(W), h> + mean(b)."""
-        w = weight.detach().reshape(weight.shape[0], -1)
-        return w.to(torch.promote_types(w.dtype, torch.float32)).mean(dim=0)
+        """mean_C(W) [C_in] for a 1x1x1 conv's weight W [C, C_in]: the channel mean of
+        y = W h + b at a position is <mean_C(W), h> + mean(b)."""
+        return weight.mean(dim=0)
 
     def fold_pointwise_conv(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, key: torch.Tensor):
-        """Inference: this block on y = W h + b (a 1x1x1 conv, W [C, C_in]) as the
-        per-sample channel affine ``(scale, shift)`` = (gate, None), read from h.
+        """Inference: this block on y = W h + b (a 1x1x1 conv; W [C, C_in] and b in the
+        statistics' precision, float32 or wider) as the per-sample channel affine
+        ``(scale, shift)`` = (gate, None), read from h.
 
         Both statistics are linear in y: the channel mean is c_p = <key, h_p> +
         mean(b) with ``key = position_key(W)``, and as the weights a sum to 1,
         g = W (sum_p a_p h_p) + b. So they cost two passes over the conv's input h
         (C_in = C / 4 channels in a bottleneck) and none over y; the constant mean(b)
-        cancels in Eq. 5's centring. Equal to ``self(y)`` up to float rounding;
-        gate [N, C], float32 or wider.
+        cancels in Eq. 5's centring. Equal to ``self(y)`` up to float rounding; gate [N, C].
         """
         n, c_in = h.shape[:2]
-        with torch.autocast(device_type=h.device.type, enabled=False):
-            dtype = torch.promote_types(h.dtype, torch.float32)
-            flat = h.reshape(n, c_in, -1).to(dtype)  # a view in either memory format for float32 h
-            weights = self._attention(torch.matmul(key.to(dtype), flat))
-            pooled = torch.bmm(flat, weights.unsqueeze(-1)).view(n, c_in)
-            g = torch.addmm(bias.to(dtype), pooled, weight.reshape(-1, c_in).to(dtype).t())
+        with no_autocast(h):
+            flat = h.reshape(n, c_in, -1)  # a view in either memory format
+            flat = flat if flat.dtype == weight.dtype else flat.to(weight.dtype)
+            weights = self._attention(torch.matmul(key, flat))
+            g = torch.addmm(bias, torch.bmm(flat, weights.unsqueeze(-1)).squeeze(-1), weight.t())
             return self._gate(g).view(n, -1), None
 
     def extra_repr(self) -> str:
