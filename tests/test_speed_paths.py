@@ -370,7 +370,7 @@ def test_block_read_through_a_pointwise_conv_equals_block_on_its_output(kind, la
 
 
 @pytest.mark.parametrize("kind", ["na", "gc", "se"])
-@pytest.mark.parametrize("spatial", [6, 2])  # positions > input channels (weights scaled) and <= (output gated)
+@pytest.mark.parametrize("spatial", [6, 2])  # positions > 2x input channels (read through the weight), and fewer
 def test_conv_that_absorbed_a_block_equals_conv_bn_block_add_relu(kind, spatial):
     block = _random_block(kind, 32).float()
     conv = nn.Conv3d(8, 32, 1, bias=False)
@@ -430,3 +430,18 @@ def test_after1x1_blocks_are_absorbed_by_their_conv_and_afteradd_blocks_are_not(
         convs = [m for m in fused.modules() if isinstance(m, FusedConv3d) and m.context is not None]
         assert (len(convs), opaque(fused)) == (absorbed, 5 if variant == "gc_after_add" else 0), variant
         assert " + " not in fused.code and "relu" not in fused.code  # every add and ReLU still fused
+
+
+def test_fused_convs_write_only_into_residuals_nothing_reads_later():
+    fused = fuse_for_inference(_model())
+    writable = [m for m in fused.modules() if isinstance(m, FusedConv3d) and m.residual_writable]
+    assert len(writable) == 16  # the add of every bottleneck
+    x = _clips()
+    x_before = x.clone()
+    with torch.inference_mode():
+        first, second = fused(x), fused(x)
+    assert torch.equal(x, x_before) and torch.equal(first, second)
+    nl = fuse_for_inference(_model(*VARIANTS["nl5"]))
+    # An identity block after an NL block (res3.2, res4.2, res4.4) adds the NL's output, which
+    # the fused graph does not own; the NLs after res3.3 and res4.5 feed projection blocks.
+    assert sum(m.residual_writable for m in nl.modules() if isinstance(m, FusedConv3d)) == 16 - 3

@@ -5,7 +5,8 @@ In eval mode a BatchNorm is the per-channel affine map
 ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` (Ioffe & Szegedy, Alg. 2), so a
 conv followed by it is one conv with scaled kernels and a bias. On the CPU the
 fused conv runs through oneDNN with ReLU and the residual add as post-ops, which
-saves one full read and write of the activation per BN, ReLU and add; on other
+saves one full read and write of the activation per BN, ReLU and add, and with its
+weights packed once into oneDNN's blocked layout instead of in every call; on other
 devices it runs as conv + bias + add + ReLU, numerically the same.
 
 The rewrite traces the model with ``torch.fx``. Context blocks (NL, GC, SE, CGD,
@@ -86,6 +87,8 @@ class FusedConv3d(nn.Module):
         self.relu = False
         self.context: Optional[nn.Module] = None
         self._packed: Optional[tuple] = None  # (input key, oneDNN-packed weight), see _packed_weight
+        # Set by fuse_for_inference when no later op reads the residual: it may hold the output.
+        self.residual_writable = False
         for name in ("context_weight", "context_bias", "context_key"):
             self.register_buffer(name, None, persistent=False)
 
@@ -139,21 +142,28 @@ class FusedConv3d(nn.Module):
         x = x.to(weight.dtype)
         if self.context is None:
             return self._conv(x, weight, bias, residual, self.relu)
-        if weight[0].numel() >= x[0, 0].numel():
-            # No more positions than input channels (deep stages): the block reads the conv's
-            # output more cheaply than its statistics can be read through the weight.
+        if 2 * weight[0].numel() >= x[0, 0].numel():
+            # Deep stages, with at most twice as many positions as input channels (res4 / res5
+            # at 112 px): reading the conv's output costs less than reading the statistics
+            # through the weight and scaling a weight copy (measured).
             return self._add_relu(self.context(self._conv(x, weight, bias, None, relu=False)), residual)
         scale, shift = self.context.fold_pointwise_conv(x, self.context_weight, self.context_bias, self.context_key)
         n = x.shape[0]
-        if n == 1:
+        if n == 1 or self._writes_into(residual, x, weight):
             # The affine folds into the conv, (W * s) x + (b * s + t): the add and ReLU after it
-            # stay fused and the block costs no pass over the output.
-            if scale is not None:
-                s = scale[0].to(weight.dtype)
-                weight, bias = weight * s.view(-1, 1, 1, 1, 1), bias * s
-            if shift is not None:
-                bias = bias + shift[0].to(weight.dtype)
-            return self._conv(x, weight, bias, residual, self.relu)
+            # stay fused and the block costs no pass over the output. In a batch, sample i's
+            # result is written into its slice of the residual (nothing else reads it later).
+            for i in range(n):
+                w_i, b_i = weight, bias
+                if scale is not None:
+                    s = scale[i].to(weight.dtype)
+                    w_i, b_i = weight * s.view(-1, 1, 1, 1, 1), bias * s
+                if shift is not None:
+                    b_i = b_i + shift[i].to(weight.dtype)
+                if n == 1:
+                    return self._conv(x, w_i, b_i, residual, self.relu)
+                self._conv(x[i:i + 1], w_i, b_i, residual[i:i + 1], self.relu)
+            return residual
         view = (n, -1, 1, 1, 1)
         if scale is None and residual is not None:
             # A per-sample shift rides on the residual of the fused conv.
@@ -165,6 +175,12 @@ class FusedConv3d(nn.Module):
         if shift is not None:
             y.add_(shift.to(y.dtype).view(view))
         return self._add_relu(y, residual)
+
+    def _writes_into(self, residual: Optional[torch.Tensor], x: torch.Tensor, weight: torch.Tensor) -> bool:
+        """True when oneDNN can write this conv's result into ``residual`` in place."""
+        return (self.residual_writable and residual is not None and self._onednn(x)
+                and residual.shape == self._output_shape(x) and residual.dtype == weight.dtype
+                and residual.is_contiguous(memory_format=_memory_format(x)))
 
     def _add_relu(self, y: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
         """The residual add and ReLU that could not be fused, in place on the new tensor ``y``."""
@@ -193,12 +209,18 @@ class FusedConv3d(nn.Module):
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor],
               relu: bool) -> torch.Tensor:
         if self._onednn(x) and (residual is None or residual.shape == self._output_shape(x)):
+            writable = self._writes_into(residual, x, weight)
             if weight is self.weight:
                 weight = self._packed_weight(x)
             act = "relu" if relu else "none"
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(
                     x, weight, bias, self.padding, self.stride, self.dilation, self.groups, act, [], "")
+            if writable:
+                # The result overwrites the residual: no new output buffer.
+                return torch.ops.mkldnn._convolution_pointwise_.binary(
+                    residual, x, weight, bias, self.padding, self.stride, self.dilation, self.groups,
+                    "add", 1.0, "relu" if relu else None, [], "")
             residual = residual.to(weight.dtype).contiguous(memory_format=_memory_format(x))
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, residual, weight, bias, self.padding, self.stride, self.dilation, self.groups,
@@ -352,6 +374,12 @@ def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
                 gated[src].epilogue_relu = True
                 node.replace_all_uses_with(src)
                 gm.graph.erase_node(node)
+    for node, module in fused.items():
+        residual = node.args[1] if len(node.args) == 2 else None
+        # A conv may write its result into the residual it adds when that is a fresh conv output
+        # (not the caller's tensor or a view) that no later op reads.
+        if residual in fused:
+            module.residual_writable = all(order.get(user, -1) <= order[node] for user in residual.users)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
