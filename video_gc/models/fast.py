@@ -142,10 +142,11 @@ class FusedConv3d(nn.Module):
         x = x.to(weight.dtype)
         if self.context is None:
             return self._conv(x, weight, bias, residual, self.relu)
-        if 2 * weight[0].numel() >= x[0, 0].numel():
-            # Deep stages, with at most twice as many positions as input channels (res4 / res5
-            # at 112 px): reading the conv's output costs less than reading the statistics
-            # through the weight and scaling a weight copy (measured).
+        if weight[0].numel() * (2 if x.shape[0] == 1 else 1) >= x[0, 0].numel():
+            # Deep stages, with no more positions than input channels (res5 at 112 px; at batch 1,
+            # where the fold's fixed cost weighs more, up to twice as many: res4): reading the
+            # conv's output costs less than reading the statistics through the weight and
+            # scaling a weight copy per sample (measured).
             return self._add_relu(self.context(self._conv(x, weight, bias, None, relu=False)), residual)
         scale, shift = self.context.fold_pointwise_conv(x, self.context_weight, self.context_bias, self.context_key)
         n = x.shape[0]
