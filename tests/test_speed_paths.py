@@ -280,6 +280,19 @@ def test_agreement_on_a_real_synthetic_test_split(tmp_path):
     assert result["videos"] == summary["test"] and result["views"] == 2 * summary["test"]
     assert result["view_top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4
 
+    # A trained model's checkpoint instead of random weights: loaded strictly, so a checkpoint
+    # of another model is refused rather than half-used.
+    from video_gc.engine.checkpoint import save_checkpoint
+    from video_gc.utils.io import CheckpointError
+
+    model = _randomise(build_model(cfg))
+    path = save_checkpoint(str(tmp_path / "run"), 1, model, cfg=cfg)
+    result = dataset_agreement(cfg, str(tmp_path), mode="fused", crop=32, weights=path)
+    assert result["view_top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4
+    other = save_checkpoint(str(tmp_path / "other"), 1, build_model(load_config(SLOW, NARROW)), cfg=cfg)
+    with pytest.raises(CheckpointError):
+        dataset_agreement(cfg, str(tmp_path), mode="fused", crop=32, weights=other)
+
 
 def _gate_input(dim=16, seed=0):
     gen = torch.Generator().manual_seed(seed)

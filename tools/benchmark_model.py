@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, default=8, help="training-step batch (0: skip)")
     add_timing_args(parser, repeats=5, warmup=1)
-    parser.add_argument("--weights", default=None, help="a PyTorchVideo checkpoint (default: random, BN calibrated)")
+    parser.add_argument("--weights", default=None,
+                        help="timing: a PyTorchVideo checkpoint for both models; --agreement: our model's checkpoint "
+                             "(any layout the test loop reads). Default: random weights, BN calibrated")
     parser.add_argument("--agreement", metavar="DATA_DIR", default=None,
                         help="instead of timing: top-1 agreement of --mode with fp32 on DATA_DIR's test split")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -37,7 +39,8 @@ def main(argv=None) -> int:
         cfg = load_config(args.cfg, args.opts)
         mode = args.mode or cfg.TEST.INFERENCE_MODE
         if args.agreement:
-            result = dataset_agreement(cfg, args.agreement, mode=mode, crop=args.crop, frames=args.frames, device=device)
+            result = dataset_agreement(cfg, args.agreement, mode=mode, crop=args.crop, frames=args.frames, device=device,
+                                       weights=args.weights)
             print(json.dumps(result) if args.json else "  ".join(f"{k} {v}" for k, v in result.items()))
             return 0
         result = benchmark_model(

@@ -350,14 +350,20 @@ def precision_agreement(cfg, model: nn.Module, *, mode: str = "bf16", reference:
 
 
 def dataset_agreement(cfg, data_dir: str, *, mode: str = "bf16", crop: int = 112, frames: Optional[int] = None,
-                      device: str = "cpu") -> dict:
-    """:func:`precision_agreement` of cfg's model with calibrated random weights (as the
-    benchmark's) on the test split of ``data_dir`` at ``crop``."""
+                      device: str = "cpu", weights: Optional[str] = None) -> dict:
+    """:func:`precision_agreement` of cfg's model on the test split of ``data_dir`` at
+    ``crop``, with ``weights`` (a checkpoint the test loop reads, loaded strictly) or
+    else calibrated random weights (as the benchmark's)."""
+    from video_gc.engine.test import load_test_weights
+
     cfg = cfg.clone()
     cfg.DATA.PATH_TO_DATA_DIR = data_dir
     cfg.DATA.TEST_CROP_SIZE = crop
     cfg.DATA.NUM_FRAMES = frames or cfg.DATA.NUM_FRAMES
     model = build_model(cfg)
-    calibrate_batchnorm(model, torch.randn(2, 3, cfg.DATA.NUM_FRAMES, crop, crop,
-                                           generator=torch.Generator().manual_seed(1)))
+    if weights:
+        load_test_weights(cfg, model, weights)
+    else:
+        calibrate_batchnorm(model, torch.randn(2, 3, cfg.DATA.NUM_FRAMES, crop, crop,
+                                               generator=torch.Generator().manual_seed(1)))
     return precision_agreement(cfg, model, mode=mode, device=device)

@@ -24,6 +24,12 @@ from torch import nn
 from ..fast import no_autocast
 
 
+def _weighted_sum(flat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_p a_p x_p as [N, C] for x [N, C, P] and a [N, P]. Written as a [1, P] x [P, C]
+    product per sample: PyTorch's batched [C, P] x [P, 1] runs ~10x slower for N > 1."""
+    return torch.bmm(weights.unsqueeze(1), flat.transpose(1, 2)).squeeze(1)
+
+
 class NormalizationAttention(nn.Module):
     """NA gate on [N, C, T, H, W] features.
 
@@ -67,7 +73,7 @@ class NormalizationAttention(nn.Module):
         with no_autocast(x):
             flat = x.reshape(n, c, -1).to(torch.promote_types(x.dtype, torch.float32))
             weights = self._attention(flat.mean(dim=1))
-            gate = self._gate(torch.bmm(flat, weights.unsqueeze(-1)).squeeze(-1))
+            gate = self._gate(_weighted_sum(flat, weights))
         return x * gate.to(x.dtype)
 
     @staticmethod
@@ -92,7 +98,7 @@ class NormalizationAttention(nn.Module):
             flat = h.reshape(n, c_in, -1)  # a view in either memory format
             flat = flat if flat.dtype == weight.dtype else flat.to(weight.dtype)
             weights = self._attention(torch.matmul(key, flat))
-            g = torch.addmm(bias, torch.bmm(flat, weights.unsqueeze(-1)).squeeze(-1), weight.t())
+            g = torch.addmm(bias, _weighted_sum(flat, weights), weight.t())
             return self._gate(g).view(n, -1), None
 
     def extra_repr(self) -> str:
