@@ -460,3 +460,54 @@ def test_fused_convs_write_only_into_residuals_nothing_reads_later():
     # An identity block after an NL block (res3.2, res4.2, res4.4) adds the NL's output, which
     # the fused graph does not own; the NLs after res3.3 and res4.5 feed projection blocks.
     assert sum(m.residual_writable for m in nl.modules() if isinstance(m, FusedConv3d)) == 16 - 3
+
+
+class _SelfResidual(nn.Module):
+    """The residual is also the input of the conv that adds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv3d(4, 8, 1, bias=False), nn.BatchNorm3d(8)
+        self.c2, self.b2 = nn.Conv3d(8, 8, 3, padding=1, bias=False), nn.BatchNorm3d(8)
+
+    def forward(self, x):
+        r = self.b1(self.c1(x))
+        return torch.relu(self.b2(self.c2(r)) + r)
+
+
+class _ViewOfResidual(nn.Module):
+    """A view of the residual is read after the add."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv3d(4, 8, 1, bias=False), nn.BatchNorm3d(8)
+        self.c2, self.b2 = nn.Conv3d(4, 8, 3, padding=1, bias=False), nn.BatchNorm3d(8)
+
+    def forward(self, x):
+        r = self.b1(self.c1(x))
+        tap = r[:, :2]
+        y = torch.relu(self.b2(self.c2(x)) + r)
+        return y.mean((2, 3, 4)), tap.mean((2, 3, 4))
+
+
+@pytest.mark.parametrize("net", [_SelfResidual, _ViewOfResidual])
+def test_no_inplace_write_into_a_residual_that_is_read_again(net):
+    model = _randomise(net())
+    fused = fuse_for_inference(model)
+    assert not any(m.residual_writable for m in fused.modules() if isinstance(m, FusedConv3d))
+    x = torch.randn(2, 4, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        with torch.inference_mode():
+            torch.testing.assert_close(fused(x.contiguous(memory_format=layout)), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_prepared_model_pickles_after_running_and_has_nothing_to_train():
+    import pickle
+
+    prepared = prepare_for_inference(_model(*VARIANTS["na"]), "fp32")
+    with torch.inference_mode():
+        before = prepared(_clips())
+    loaded = pickle.loads(pickle.dumps(prepared))  # after the first call, with packed weights cached
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(_clips()), before)
+    assert not any(p.requires_grad for p in prepared.parameters())

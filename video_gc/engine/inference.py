@@ -10,13 +10,15 @@ Modes (``INFERENCE_MODES``; TEST.INFERENCE_MODE picks one for the test loop):
 
 - ``reference``: the model as built, eval mode, fp32, contiguous layout.
 - ``fused``: BatchNorm folded into the convs, ReLU and residual add fused into them,
-  context blocks after a 1x1x1 conv absorbed by it (``video_gc.models.fast``), in the
-  contiguous layout. Logits equal the reference up to float rounding.
-- ``channels_last``: ``fused`` in the channels_last_3d memory format (oneDNN's native
-  layout for 3D convs).
+  context blocks after a 1x1x1 conv absorbed by it (``video_gc.models.fast``), the input
+  and weights left in the contiguous layout. Logits equal the reference up to float
+  rounding. (On a CPU oneDNN's packed weights make every conv after the stem return
+  channels_last_3d anyway, so there it runs like ``channels_last``.)
+- ``channels_last``: ``fused`` with input and weights in the channels_last_3d memory
+  format (oneDNN's native layout for 3D convs).
 - ``fp32`` (the default): ``fused`` in the layout that is faster on the device:
-  channels_last_3d on a CPU with oneDNN (measured: 1.2-1.4x ``fused``), contiguous on
-  CUDA (cuDNN's fp32 3D convs; not measured here).
+  channels_last_3d on a CPU with oneDNN, contiguous on CUDA (cuDNN's fp32 3D convs; not
+  measured here).
 - ``bf16``: ``channels_last`` under bfloat16 autocast (CPU with native bf16 or CUDA).
 - ``fp16``: ``channels_last`` under float16 autocast (CUDA only).
 - ``compile``: the model as built, channels_last_3d, in ``torch.compile`` (Inductor with

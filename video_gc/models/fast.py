@@ -163,7 +163,9 @@ class FusedConv3d(nn.Module):
                     b_i = b_i + shift[i].to(weight.dtype)
                 if n == 1:
                     return self._conv(x, w_i, b_i, residual, self.relu)
-                self._conv(x[i:i + 1], w_i, b_i, residual[i:i + 1], self.relu)
+                out, target = self._conv(x[i:i + 1], w_i, b_i, residual[i:i + 1], self.relu), residual[i:i + 1]
+                if out.data_ptr() != target.data_ptr():
+                    target.copy_(out)  # not written in place after all: the result still lands there
             return residual
         view = (n, -1, 1, 1, 1)
         if scale is None and residual is not None:
@@ -191,7 +193,8 @@ class FusedConv3d(nn.Module):
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
         """``self.weight`` in oneDNN's blocked layout for inputs shaped like ``x``, reordered
         once per input shape instead of inside every call (up to 2x faster for the weight-heavy
-        res4 / res5 convs at batch 1; bit-identical results)."""
+        res4 / res5 convs at batch 1; bit-identical results). The weights of a prepared model
+        are frozen: an edit through ``.data`` is not seen; prepare the model again instead."""
         weight = self.weight
         key = (tuple(x.shape), x.dtype, weight.data_ptr(), 0 if weight.is_inference() else weight._version)
         if self._packed is None or self._packed[0] != key:
@@ -200,12 +203,10 @@ class FusedConv3d(nn.Module):
             self._packed = (key, packed)
         return self._packed[1]
 
-    def __deepcopy__(self, memo):
-        # A oneDNN-packed tensor cannot be deep-copied; the copy packs its own on first use.
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        clone.__dict__.update({k: None if k == "_packed" else copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
-        return clone
+    def __getstate__(self):
+        # A oneDNN-packed tensor can be neither pickled nor deep-copied; a copy packs its own.
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_packed": None}
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor],
               relu: bool) -> torch.Tensor:
@@ -378,9 +379,13 @@ def fuse_for_inference(model: nn.Module) -> fx.GraphModule:
     for node, module in fused.items():
         residual = node.args[1] if len(node.args) == 2 else None
         # A conv may write its result into the residual it adds when that is a fresh conv output
-        # (not the caller's tensor or a view) that no later op reads.
-        if residual in fused:
-            module.residual_writable = all(order.get(user, -1) <= order[node] for user in residual.users)
+        # (not the caller's tensor), not this conv's own input, and read by nothing else than
+        # earlier fused convs (which make new tensors, so no view of it can outlive them).
+        if residual in fused and node.args[0] is not residual:
+            module.residual_writable = all(
+                user is node or (user in fused and order[user] < order[node]) for user in residual.users)
+    for param in gm.parameters():
+        param.requires_grad_(False)  # inference only: the oneDNN paths assume nothing needs a gradient
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
