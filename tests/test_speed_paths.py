@@ -462,26 +462,31 @@ def test_fused_convs_write_only_into_residuals_nothing_reads_later():
     assert sum(m.residual_writable for m in nl.modules() if isinstance(m, FusedConv3d)) == 16 - 3
 
 
-class _SelfResidual(nn.Module):
+class _TwoConvs(nn.Module):
+    """conv c1 + BN makes the residual r; conv c2 (+ BN) reads ``c2_input`` channels."""
+
+    def __init__(self, c2_input: int):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv3d(4, 8, 1, bias=False), nn.BatchNorm3d(8)
+        self.c2, self.b2 = nn.Conv3d(c2_input, 8, 3, padding=1, bias=False), nn.BatchNorm3d(8)
+
+
+class _SelfResidual(_TwoConvs):
     """The residual is also the input of the conv that adds it."""
 
     def __init__(self):
-        super().__init__()
-        self.c1, self.b1 = nn.Conv3d(4, 8, 1, bias=False), nn.BatchNorm3d(8)
-        self.c2, self.b2 = nn.Conv3d(8, 8, 3, padding=1, bias=False), nn.BatchNorm3d(8)
+        super().__init__(c2_input=8)
 
     def forward(self, x):
         r = self.b1(self.c1(x))
         return torch.relu(self.b2(self.c2(r)) + r)
 
 
-class _ViewOfResidual(nn.Module):
+class _ViewOfResidual(_TwoConvs):
     """A view of the residual is read after the add."""
 
     def __init__(self):
-        super().__init__()
-        self.c1, self.b1 = nn.Conv3d(4, 8, 1, bias=False), nn.BatchNorm3d(8)
-        self.c2, self.b2 = nn.Conv3d(4, 8, 3, padding=1, bias=False), nn.BatchNorm3d(8)
+        super().__init__(c2_input=4)
 
     def forward(self, x):
         r = self.b1(self.c1(x))

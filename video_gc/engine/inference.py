@@ -89,7 +89,7 @@ def resolve_mode(mode: str, device: torch.device | str) -> InferenceSettings:
         mode=mode,
         # Inductor folds BN and fuses convs itself (with frozen weights); it gets the plain model.
         fuse=mode not in ("reference", "compile"),
-        channels_last=mode not in ("reference", "fused") and not (mode == "fp32" and not _cpu_onednn(device)),
+        channels_last=mode in ("channels_last", "bf16", "fp16", "compile") or (mode == "fp32" and _cpu_onednn(device)),
         dtype=dtype,
         compile=mode == "compile",
     )

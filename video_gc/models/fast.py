@@ -205,8 +205,7 @@ class FusedConv3d(nn.Module):
 
     def __getstate__(self):
         # A oneDNN-packed tensor can be neither pickled nor deep-copied; a copy packs its own.
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "_packed": None}
+        return {**super().__getstate__(), "_packed": None}
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor],
               relu: bool) -> torch.Tensor:
