@@ -9,60 +9,6 @@ from video_gc.models.blocks import GlobalContextBlock
 PRESET_NAMES = ("gc", "snl", "se", "avg_add", "att_mul")
 
 
-def _randomize(block: nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in block.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
-
-
-def _mat(conv: nn.Conv3d):
-    return conv.weight.flatten(1), conv.bias
-
-
-def _positions(x: torch.Tensor, b: int) -> torch.Tensor:
-    """Feature vectors of sample b as [Np, C] in (t, h, w) order."""
-    return x[b].reshape(x.shape[1], -1).t()
-
-
-def _alpha(block: GlobalContextBlock, xs: torch.Tensor) -> torch.Tensor:
-    wk, bk = _mat(block.conv_k)
-    logits = torch.stack([wk[0] @ xj + bk[0] for xj in xs])
-    e = torch.exp(logits - logits.max())
-    return e / e.sum()
-
-
-def _layer_norm(v: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
-    mu = v.mean()
-    var = ((v - mu) ** 2).mean()
-    return (v - mu) / torch.sqrt(var + ln.eps) * ln.weight.flatten() + ln.bias.flatten()
-
-
-def _expected(block: GlobalContextBlock, x: torch.Tensor, pooling, transform, layer_norm, fusion):
-    """Eq. 4 step by step for one sample at a time."""
-    out = torch.empty_like(x)
-    for b in range(x.shape[0]):
-        xs = _positions(x, b)
-        if pooling == "att":
-            alpha = _alpha(block, xs)
-        else:
-            alpha = torch.full((xs.shape[0],), 1.0 / xs.shape[0], dtype=x.dtype)
-        ctx = sum(a * xj for a, xj in zip(alpha, xs))
-        if transform == "conv":
-            w, bias = _mat(block.transform.conv_v)
-            delta = w @ ctx + bias
-        else:
-            w1, b1 = _mat(block.transform.conv_v1)
-            hidden = w1 @ ctx + b1
-            if layer_norm:
-                hidden = _layer_norm(hidden, block.transform.ln)
-            w2, b2 = _mat(block.transform.conv_v2)
-            delta = w2 @ torch.relu(hidden) + b2
-        view = delta.view(-1, 1, 1, 1)
-        out[b] = x[b] + view if fusion == "add" else x[b] * torch.sigmoid(view)
-    return out
-
-
 PRESET_STEPS = {
     "gc": ("att", "bottleneck", True, "add"),
     "snl": ("att", "conv", False, "add"),
@@ -70,26 +16,107 @@ PRESET_STEPS = {
     "avg_add": ("avg", "bottleneck", True, "add"),
     "att_mul": ("att", "bottleneck", True, "mul"),
 }
+LN_EPS = 1e-5  # nn.LayerNorm's default, which the GC transform uses
+
+
+def _reference_params(dim: int, hidden: int, steps, seed: int = 0) -> dict:
+    """The reference's own random parameters for a block of these steps, by state-dict key.
+
+    The hand computations read only this table (never the module), so a layer that the
+    block lost or skips shows up as a wrong number.
+    """
+    pooling, transform, layer_norm, _ = steps
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(*shape):
+        return torch.randn(shape, generator=gen, dtype=torch.float64) * 0.3
+
+    params = {}
+    if pooling == "att":
+        params.update({"conv_k.weight": draw(1, dim, 1, 1, 1), "conv_k.bias": draw(1)})
+    if transform == "conv":
+        params.update({"transform.conv_v.weight": draw(dim, dim, 1, 1, 1), "transform.conv_v.bias": draw(dim)})
+    else:
+        params.update({"transform.conv_v1.weight": draw(hidden, dim, 1, 1, 1), "transform.conv_v1.bias": draw(hidden)})
+        if layer_norm:
+            params.update({"transform.ln.weight": draw(hidden, 1, 1, 1), "transform.ln.bias": draw(hidden, 1, 1, 1)})
+        params.update({"transform.conv_v2.weight": draw(dim, hidden, 1, 1, 1), "transform.conv_v2.bias": draw(dim)})
+    return params
+
+
+def _load(block: nn.Module, params: dict) -> None:
+    """Every parameter of the block is set from the table (extra table entries are ignored)."""
+    missing, _ = block.load_state_dict(params, strict=False)
+    assert not missing, missing
+
+
+def _mat(params: dict, name: str):
+    return params[f"{name}.weight"].flatten(1), params[f"{name}.bias"]
+
+
+def _positions(x: torch.Tensor, b: int) -> torch.Tensor:
+    """Feature vectors of sample b as [Np, C] in (t, h, w) order."""
+    return x[b].reshape(x.shape[1], -1).t()
+
+
+def _alpha(params: dict, xs: torch.Tensor) -> torch.Tensor:
+    wk, bk = _mat(params, "conv_k")
+    logits = torch.stack([wk[0] @ xj + bk[0] for xj in xs])
+    e = torch.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def _layer_norm(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    mu = v.mean()
+    var = ((v - mu) ** 2).mean()
+    return (v - mu) / torch.sqrt(var + LN_EPS) * weight.flatten() + bias.flatten()
+
+
+def _expected(params: dict, x: torch.Tensor, pooling, transform, layer_norm, fusion):
+    """Eq. 4 step by step for one sample at a time."""
+    out = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        xs = _positions(x, b)
+        if pooling == "att":
+            alpha = _alpha(params, xs)
+        else:
+            alpha = torch.full((xs.shape[0],), 1.0 / xs.shape[0], dtype=x.dtype)
+        ctx = sum(a * xj for a, xj in zip(alpha, xs))
+        if transform == "conv":
+            w, bias = _mat(params, "transform.conv_v")
+            delta = w @ ctx + bias
+        else:
+            w1, b1 = _mat(params, "transform.conv_v1")
+            hidden = w1 @ ctx + b1
+            if layer_norm:
+                hidden = _layer_norm(hidden, params["transform.ln.weight"], params["transform.ln.bias"])
+            w2, b2 = _mat(params, "transform.conv_v2")
+            delta = w2 @ torch.relu(hidden) + b2
+        view = delta.view(-1, 1, 1, 1)
+        out[b] = x[b] + view if fusion == "add" else x[b] * torch.sigmoid(view)
+    return out
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_presets_match_eq4_by_hand(name):
     block = GlobalContextBlock.preset(name, 16, ratio=0.25).double()
-    _randomize(block)
+    params = _reference_params(16, 4, PRESET_STEPS[name])  # ratio 1/4 for every preset here
+    _load(block, params)
     x = torch.randn(2, 16, 3, 4, 5, dtype=torch.float64)
-    torch.testing.assert_close(block(x), _expected(block, x, *PRESET_STEPS[name]), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(block(x), _expected(params, x, *PRESET_STEPS[name]), rtol=1e-10, atol=1e-10)
 
 
 def test_snl_eq3_equals_eq2_literally():
     """GCNet Eq. 2 applies W_v at every position before pooling; Eq. 3 pools first."""
     block = GlobalContextBlock.preset("snl", 8).double()
-    _randomize(block, seed=5)
+    params = _reference_params(8, 0, PRESET_STEPS["snl"], seed=5)
+    _load(block, params)
     x = torch.randn(2, 8, 2, 3, 3, dtype=torch.float64)
-    w_v, b_v = _mat(block.transform.conv_v)
+    w_v, b_v = _mat(params, "transform.conv_v")
     expected = torch.empty_like(x)
     for b in range(2):
         xs = _positions(x, b)
-        alpha = _alpha(block, xs)
+        alpha = _alpha(params, xs)
         for i, xi in enumerate(xs):
             zi = xi + sum(alpha[j] * (w_v @ xs[j] + b_v) for j in range(xs.shape[0]))
             expected[b].reshape(8, -1)[:, i] = zi
@@ -111,8 +138,9 @@ def test_se_at_init_matches_closed_form_and_keeps_default_init():
     assert block.transform.conv_v1.out_channels == 4  # SE paper's r = 16
     assert torch.count_nonzero(block.transform.conv_v2.weight) > 0  # no zero init
     x = torch.randn(2, 64, 2, 3, 3)
-    w1, b1 = _mat(block.transform.conv_v1)
-    w2, b2 = _mat(block.transform.conv_v2)
+    init = block.state_dict()
+    w1, b1 = _mat(init, "transform.conv_v1")
+    w2, b2 = _mat(init, "transform.conv_v2")
     squeeze = x.mean(dim=(2, 3, 4))
     excite = torch.sigmoid(torch.relu(squeeze @ w1.t() + b1) @ w2.t() + b2)
     torch.testing.assert_close(block(x), x * excite[:, :, None, None, None])
@@ -120,7 +148,7 @@ def test_se_at_init_matches_closed_form_and_keeps_default_init():
 
 def test_attention_weights_sum_to_one_over_all_positions():
     block = GlobalContextBlock.preset("gc", 16)
-    _randomize(block)
+    _load(block, {k: v.float() for k, v in _reference_params(16, 4, PRESET_STEPS["gc"]).items()})
     captured = []
     block.attention_probe.register_forward_hook(lambda m, i, o: captured.append(o))
     x = torch.randn(3, 16, 4, 5, 6) * 3

@@ -58,3 +58,20 @@ def test_softmax_over_positions_is_numerically_stable():
     assert torch.isfinite(out).all()
     # The softmax concentrates on the positions closest to the mean, so the gate is well defined.
     torch.testing.assert_close(out, _by_hand(x.double(), 1.0, 1.0, 1e-5).float(), rtol=1e-4, atol=1e-4)
+
+
+def test_config_default_eps_is_the_official_one():
+    from video_gc.config import get_cfg
+    from video_gc.models.blocks import build_context_block
+
+    cfg = get_cfg()
+    cfg.CONTEXT.TYPE = "na"
+    block = build_context_block(cfg.CONTEXT, 6, 2).double()
+    with torch.no_grad():
+        block.gamma.fill_(2.0)
+    # Channels differ by ~1e-5 at every position, so std_C(g) is of the order of eps and eps shows.
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 1, 2, 3, 4, generator=gen, dtype=torch.float64)
+    x = base + 1e-5 * torch.randn(2, 6, 2, 3, 4, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(block(x), _by_hand(x, 2.0, 1.0, 1e-5), rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(_by_hand(x, 2.0, 1.0, 1e-5), _by_hand(x, 2.0, 1.0, 1e-3), rtol=1e-3, atol=1e-3)

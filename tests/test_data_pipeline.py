@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -271,3 +272,60 @@ def test_two_process_gloo_test_items_cover_every_video_once(data_dir, tmp_path):
     flat = torch.tensor(padded[0] + padded[1])
     assert len(flat) == n + 1 and len(padded[0]) == len(padded[1])  # one repeat makes shards even
     assert dedup_by_index(flat)[0].tolist() == list(range(n))
+
+
+def test_val_item_is_the_exact_centre_clip(data_dir):
+    dataset = build_dataset(small_cfg(data_dir), "val")
+    for index, (frames, fps) in enumerate(VIDEOS):
+        view = dataset[index]["inputs"]
+        assert view.shape == (3, 8, 48, 48)
+        pixels = (view * 0.225 + 0.45).mul(255).clamp(0, 255)
+        got = [read_frame_index(pixels[:, t], channels_first=True) for t in range(8)]
+        expected = eval_clip_indices(frames, fps, num_frames=8, sampling_rate=8, target_fps=30, num_clips=1)
+        assert got == expected[0].tolist(), (frames, fps)
+
+
+def _write_frames(tmp_path, frames, copies):
+    from video_gc.utils.video_io import write_video
+
+    write_video(str(tmp_path / "v.mp4"), frames, fps=30.0)
+    (tmp_path / "train.csv").write_text("v.mp4 0\n" * copies)
+
+
+def test_training_flip_rate_is_a_half_and_zero_when_off(tmp_path):
+    # Grey rises from left to right: a flipped crop falls instead.
+    ramp = np.linspace(0, 255, 80).round().astype(np.uint8)
+    frames = np.repeat(np.broadcast_to(ramp[None, None, :, None], (1, 64, 80, 3)), 16, axis=0)
+    _write_frames(tmp_path, np.ascontiguousarray(frames), copies=120)
+
+    def flipped(random_flip):
+        dataset = build_dataset(small_cfg(tmp_path, **{"DATA.RANDOM_FLIP": random_flip}), "train")
+        result = []
+        for i in range(len(dataset)):
+            grey = dataset[i]["inputs"][0].mean(dim=(0, 1))  # one channel, mean over time and rows
+            assert abs(float(grey[-1] - grey[0])) > 0.5  # a clear slope either way
+            result.append(bool(grey[-1] < grey[0]))
+        return result
+
+    on = flipped(True)
+    assert 0.4 <= sum(on) / len(on) <= 0.6, sum(on)
+    assert sum(flipped(False)) == 0
+
+
+def test_training_item_denormalises_to_the_decoded_pixels(tmp_path):
+    frames = np.empty((16, 64, 80, 3), np.uint8)
+    frames[:] = (200, 90, 30)
+    _write_frames(tmp_path, frames, copies=4)
+    mean, std = [0.3, 0.5, 0.7], [0.2, 0.25, 0.3]
+    cfg = small_cfg(tmp_path, **{"DATA.MEAN": mean, "DATA.STD": std})
+    decoder = open_video(str(tmp_path / "v.mp4"), "decord")
+    pixel = decoder.get_frames([0])[0, 32, 40].double()  # flat colour after H.264: about one value per channel
+    decoder.close()
+    assert pixel.sub(torch.tensor([200.0, 90.0, 30.0], dtype=torch.float64)).abs().max() <= 4
+    dataset = build_dataset(cfg, "train")
+    for i in range(len(dataset)):
+        inputs = dataset[i]["inputs"].double()
+        assert inputs.shape == (3, 8, 32, 32)
+        restored = (inputs * torch.tensor(std).view(3, 1, 1, 1) + torch.tensor(mean).view(3, 1, 1, 1)) * 255
+        # Within one grey level: a few decoded frames differ from frame 0 by one.
+        torch.testing.assert_close(restored, pixel.view(3, 1, 1, 1).expand_as(restored), atol=1.001, rtol=0)

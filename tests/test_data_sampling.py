@@ -188,3 +188,44 @@ def test_pyav_clamps_to_frames_actually_decoded(tmp_path):
     frames = decoder.get_frames([10, 44, 52, 59])
     assert [read_frame_index(f) for f in frames] == [10, 44, 44, 44]
     decoder.close()
+
+
+def test_train_clip_starts_spread_over_the_whole_window():
+    # 300 frames at 30 fps, 8x8 clips: span 64, so a start lies in [0, 236].
+    delta = 300 - clip_span(8, 8, 30.0, 30)
+    starts = []
+    for seed in range(400):
+        clip = train_clip_indices(300, 30.0, num_frames=8, sampling_rate=8, target_fps=30,
+                                  generator=torch.Generator().manual_seed(seed))
+        starts.append(int(clip[0]))
+    starts = np.array(starts)
+    # Both ends are reached and both halves get about half of the draws.
+    assert starts.min() <= 0.03 * delta and starts.max() >= 0.97 * delta
+    second_half = float((starts > delta / 2).mean())
+    assert 0.4 <= second_half <= 0.6, second_half
+
+
+@pytest.mark.parametrize("frames, fps, expected", [
+    # delta = 300 - 64 = 236, start 118, frames 118 + 9k.
+    (300, 30.0, [118, 127, 136, 145, 154, 163, 172, 181]),
+    # Odd delta 177: start 88.5, frames 88.5 + 9k truncated.
+    (241, 30.0, [88, 97, 106, 115, 124, 133, 142, 151]),
+    # Span 51.2 at 24 fps: start 74.4, step 50.2 / 7.
+    (200, 24.0, [74, 81, 88, 95, 103, 110, 117, 124]),
+    # Span 128 at 60 fps: start 1, step 127 / 7.
+    (130, 60.0, [1, 19, 37, 55, 73, 91, 109, 128]),
+    # Shorter than a clip: start 0, the last frame repeats.
+    (20, 30.0, [0, 9, 18, 19, 19, 19, 19, 19]),
+])
+def test_single_centre_clip_exact_frames(frames, fps, expected):
+    centre = eval_clip_indices(frames, fps, num_frames=8, sampling_rate=8, target_fps=30, num_clips=1)
+    assert centre.tolist() == [expected]
+
+
+def test_single_centre_crop_takes_the_ceiling_of_an_odd_margin():
+    # Margins 13 and 53: the centre crop starts at ceil(6.5) = 7 and ceil(26.5) = 27.
+    assert crop_offsets(61, 101, 48, 1) == [(7, 27)]
+    assert crop_offsets(101, 61, 48, 1) == [(27, 7)]
+    assert crop_offsets(61, 101, 48, 3) == [(7, 0), (7, 27), (7, 53)]
+    video = torch.arange(61 * 101).reshape(1, 1, 61, 101)
+    assert torch.equal(eval_crops(video, 48, 1)[0], video[..., 7:55, 27:75])

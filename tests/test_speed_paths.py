@@ -516,3 +516,23 @@ def test_prepared_model_pickles_after_running_and_has_nothing_to_train():
     with torch.inference_mode():
         torch.testing.assert_close(loaded(_clips()), before)
     assert not any(p.requires_grad for p in prepared.parameters())
+
+
+@pytest.mark.parametrize("eps, conv_bias, affine", [(1e-5, True, True), (1e-3, False, True), (1e-5, False, False)])
+def test_batchnorm_fold_is_exact_in_float64_where_eps_matters(eps, conv_bias, affine):
+    from video_gc.models.fast import fold_batchnorm
+
+    gen = torch.Generator().manual_seed(4)
+    conv = nn.Conv3d(4, 6, 3, padding=1, bias=conv_bias).double()
+    bn = nn.BatchNorm3d(6, eps=eps, affine=affine).double()
+    with torch.no_grad():
+        # Variances of the order of eps, so a fold that drops or changes eps is far off.
+        bn.running_var.copy_(1e-6 + 1e-5 * torch.rand(6, generator=gen, dtype=torch.float64))
+        bn.running_mean.copy_(torch.randn(6, generator=gen, dtype=torch.float64))
+        if affine:
+            bn.weight.copy_(torch.randn(6, generator=gen, dtype=torch.float64))
+            bn.bias.copy_(torch.randn(6, generator=gen, dtype=torch.float64))
+    bn.eval()
+    x = torch.randn(2, 4, 3, 5, 5, generator=gen, dtype=torch.float64)
+    weight, bias = fold_batchnorm(conv, bn)
+    torch.testing.assert_close(F.conv3d(x, weight, bias, padding=1), bn(conv(x)), rtol=1e-10, atol=1e-10)
