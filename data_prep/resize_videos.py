@@ -4,7 +4,7 @@ import os
 import sys
 
 from video_gc.prep.cli import add_resize_options, make_parser, run
-from video_gc.prep.lists import read_text_lines
+from video_gc.data.lists import read_text_lines
 from video_gc.prep.resize import resize_videos
 
 EXAMPLE = """example:

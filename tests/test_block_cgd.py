@@ -97,7 +97,7 @@ def test_unshared_form_is_the_frame_concatenation(variant):
 
 
 def test_v10_default_init_matches_official_formula():
-    """Xavier-uniform w, zero b; at T = 1 the layer is REFERENCE.md's image formula."""
+    """Xavier-uniform w, zero b; at T = 1 the layer is the official code's image formula."""
     torch.manual_seed(0)
     c = 16
     block = CompactGlobalDescriptor(c)
@@ -136,7 +136,7 @@ def test_parameter_counts():
         assert count(CompactGlobalDescriptor(c, num_frames=t)) == 6 * c
         assert count(CompactGlobalDescriptor(c, num_frames=t, variant="v1")) == 2 * c
         assert count(CompactGlobalDescriptor(c, num_frames=t, share_temporal=False)) == 6 * c * t
-    # REFERENCE.md: v10 after conv1 of every R50 bottleneck (3 x 64, 4 x 128, 6 x 256, 3 x 512).
+    # The CGD paper's placement: v10 after conv1 of every R50 bottleneck (3 x 64, 4 x 128, 6 x 256, 3 x 512).
     widths = [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
     assert sum(count(CompactGlobalDescriptor(w, num_frames=8)) for w in widths) == 22_656
 
@@ -147,3 +147,36 @@ def test_bad_arguments():
     block = CompactGlobalDescriptor(8, num_frames=4, share_temporal=False)
     with pytest.raises(ValueError, match="num_frames=4, got an input with T=2"):
         block(torch.randn(1, 8, 2, 3, 3))
+
+
+@pytest.mark.parametrize("nonlinear, bias", [(False, True), (True, False), (False, False)])
+def test_official_switches_nonlinear_and_bias(nonlinear, bias):
+    """v10's explicit form with the tanh and the biases switched on or off, at T = 1."""
+    c = 8
+    block = CompactGlobalDescriptor(c, nonlinear=nonlinear, bias=bias).double()
+    _randomize(block, seed=4)
+    names = [name for name, _ in block.named_parameters()]
+    assert names == (["w0", "b0", "w1", "b1", "w2", "b2"] if bias else ["w0", "w1", "w2"])
+    p = {k: _params(block, k) if k in names else torch.zeros(c, dtype=torch.float64)
+         for k in ("w0", "b0", "w1", "b1", "w2", "b2")}
+    act = torch.tanh if nonlinear else (lambda v: v)
+    x = torch.randn(2, c, 1, 4, 4, dtype=torch.float64)
+    avg, mx = x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))
+    s = torch.softmax(avg, dim=1)
+    a = act((avg @ p["w0"])[:, None] * s + p["b0"])
+    m = act((mx @ p["w1"])[:, None] * s + p["b1"])
+    z = act((m @ p["w2"])[:, None] * a + p["b2"])
+    torch.testing.assert_close(block(x), x * (1 + z)[:, :, None, None, None], rtol=1e-10, atol=1e-10)
+
+
+def test_config_reads_the_switches():
+    from video_gc.config import load_config
+    from video_gc.models.blocks import build_context_block
+
+    cfg = load_config(None, ["CONTEXT.TYPE", "cgd", "CONTEXT.LOCATION", "[[0], [], [], []]",
+                             "CONTEXT.CGD.NONLINEAR", "False", "CONTEXT.CGD.BIAS", "False"])
+    block = build_context_block(cfg.CONTEXT, 16, 2)
+    assert not block.nonlinear and sum(p.numel() for p in block.parameters()) == 3 * 16
+    default = build_context_block(load_config(None, ["CONTEXT.TYPE", "cgd", "CONTEXT.LOCATION",
+                                                     "[[0], [], [], []]"]).CONTEXT, 16, 2)
+    assert default.nonlinear and sum(p.numel() for p in default.parameters()) == 6 * 16

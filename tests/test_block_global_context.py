@@ -167,7 +167,7 @@ def test_exact_parameter_counts():
     assert count(GlobalContextBlock.preset("gc", c, ratio=0.25)) == 2 * c * p + 2 * c + 3 * p + 1 == 132_481
     assert count(GlobalContextBlock.preset("snl", c)) == c * c + 2 * c + 1
     assert count(GlobalContextBlock.preset("se", c)) == 2 * c * 32 + c + 32
-    # REFERENCE.md Slow R50: +5 GC (2 at C=512, 3 at C=1024) and +5 SNL.
+    # Slow R50 with the GCNet paper's placement: +5 GC (2 at C=512, 3 at C=1024) and +5 SNL.
     base = 32_454_096
     gc5 = 2 * count(GlobalContextBlock.preset("gc", 512)) + 3 * count(GlobalContextBlock.preset("gc", 1024))
     snl5 = 2 * count(GlobalContextBlock.preset("snl", 512)) + 3 * count(GlobalContextBlock.preset("snl", 1024))
@@ -197,3 +197,58 @@ def test_fvcore_counts_the_attention_pooling_matmul():
     by_op = flops.by_operator()
     assert by_op["bmm"] == n * c * t * h * w
     assert by_op["conv"] == n * (c * t * h * w + c * c)
+
+
+def _branch(params: dict, fusion: str) -> dict:
+    """The reference's table for one branch of a two-fusion block, keyed as a one-fusion block."""
+    return {k.replace(f"transform_{fusion}.", "transform."): v for k, v in params.items()
+            if not k.startswith("transform_") or k.startswith(f"transform_{fusion}.")}
+
+
+def test_both_fusions_multiply_then_add_each_with_its_own_transform():
+    block = GlobalContextBlock(16, fusion=["add", "mul"]).double()  # applied as mul, then add
+    assert block.fusion == "mul+add"
+    mul = _reference_params(16, 4, PRESET_STEPS["att_mul"], seed=1)
+    add = {k: v for k, v in _reference_params(16, 4, PRESET_STEPS["gc"], seed=2).items() if k.startswith("transform.")}
+    params = {k.replace("transform.", "transform_mul."): v for k, v in mul.items()}
+    params.update({k.replace("transform.", "transform_add."): v for k, v in add.items()})
+    _load(block, params)
+    x = torch.randn(2, 16, 2, 3, 4, dtype=torch.float64)
+    scaled = _expected(_branch(params, "mul"), x, *PRESET_STEPS["att_mul"])  # x * sigmoid(delta_mul)
+    delta_add = _expected(_branch(params, "add"), x, *PRESET_STEPS["gc"]) - x
+    torch.testing.assert_close(block(x), scaled + delta_add, rtol=1e-10, atol=1e-10)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # Two bottleneck transforms with LayerNorm (2CP + C + 3P each) and W_k (C + 1).
+    assert count(block) == 2 * (2 * 16 * 4 + 16 + 3 * 4) + 16 + 1
+
+
+@pytest.mark.parametrize("zero_init, zeroed", [("add", {"add"}), ("all", {"add", "mul"}), ("none", set())])
+def test_zero_init_choice_per_fusion_branch(zero_init, zeroed):
+    block = GlobalContextBlock(16, fusion=("mul", "add"), zero_init=zero_init)
+    for fusion, transform in block.branches():
+        last = transform[-1]
+        is_zero = torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0
+        assert bool(is_zero) == (fusion in zeroed), fusion
+    x = torch.randn(2, 16, 2, 3, 3)
+    if zero_init == "all":  # GCNet's released init: the mul branch starts at sigmoid(0) = 1/2
+        torch.testing.assert_close(block(x), x * 0.5)
+
+
+def test_config_fusion_list_and_zero_init():
+    from video_gc.config import load_config
+    from video_gc.models.blocks import build_context_block
+
+    base = ["CONTEXT.TYPE", "custom", "CONTEXT.LOCATION", "[[0], [], [], []]"]
+    both = load_config(None, base + ["CONTEXT.GC.FUSION", "['mul', 'add']", "CONTEXT.GC.ZERO_INIT", "all"])
+    block = build_context_block(both.CONTEXT, 16, 2)
+    assert block.fusion == "mul+add" and block.zero_init == "all"
+    # A bare name still loads, as a list of one; presets read the init choice too.
+    assert load_config(None, base + ["CONTEXT.GC.FUSION", "mul"]).CONTEXT.GC.FUSION == ["mul"]
+    gc = load_config(None, ["CONTEXT.TYPE", "att_mul", "CONTEXT.LOCATION", "[[0], [], [], []]",
+                            "CONTEXT.GC.ZERO_INIT", "all"])
+    assert torch.count_nonzero(build_context_block(gc.CONTEXT, 16, 2).transform[-1].weight) == 0
+    from video_gc.config import ConfigError
+
+    with pytest.raises(ConfigError, match="CONTEXT.GC.FUSION: invalid value \\['add', 'add'\\]; allowed values: "
+                                          "a list of distinct values from add, mul"):
+        load_config(None, base + ["CONTEXT.GC.FUSION", "['add', 'add']"])

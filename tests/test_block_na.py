@@ -2,12 +2,13 @@
 
 import math
 
+import pytest
 import torch
 
 from video_gc.models.blocks import NormalizationAttention
 
 
-def _by_hand(x: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Tensor:
+def _by_hand(x: torch.Tensor, gamma: float, beta: float, eps: float, std_form: str = "official") -> torch.Tensor:
     out = torch.empty_like(x)
     n, c = x.shape[:2]
     for b in range(n):
@@ -20,21 +21,28 @@ def _by_hand(x: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Te
         total = sum(scores)
         g = sum((s / total) * p for s, p in zip(scores, positions))
         mu = g.sum() / c
-        sigma = math.sqrt(float(((g - mu) ** 2).sum() / c))
-        g_hat = gamma * (g - mu) / (sigma + eps) + beta
+        squares = float(((g - mu) ** 2).sum())
+        if std_form == "official":  # unbiased std, eps added after the root
+            sigma = math.sqrt(squares / (c - 1)) + eps
+        else:  # Eq. 7: 1/C variance, eps inside the root
+            sigma = math.sqrt(squares / c + eps)
+        g_hat = gamma * (g - mu) / sigma + beta
         out[b] = x[b] * torch.sigmoid(g_hat).view(c, 1, 1, 1)
     return out
 
 
-def test_matches_formulas_by_hand():
-    block = NormalizationAttention(6).double()
+@pytest.mark.parametrize("std_form", ["official", "paper"])
+def test_matches_formulas_by_hand(std_form):
+    block = NormalizationAttention(6, std_form=std_form).double()
     with torch.no_grad():
         block.gamma.fill_(1.7)
         block.beta.fill_(-0.4)
     x = torch.randn(2, 6, 2, 3, 4, dtype=torch.float64)
     gates = []
     block.gate_probe.register_forward_hook(lambda m, i, o: gates.append(o))
-    torch.testing.assert_close(block(x), _by_hand(x, 1.7, -0.4, 1e-5), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(block(x), _by_hand(x, 1.7, -0.4, 1e-5, std_form), rtol=1e-10, atol=1e-10)
+    other = "paper" if std_form == "official" else "official"
+    assert not torch.allclose(block(x), _by_hand(x, 1.7, -0.4, 1e-5, other), rtol=1e-6, atol=1e-6)
     assert gates[0].shape == (2, 6, 1, 1, 1)
     assert not torch.allclose(gates[0][0], gates[0][0].mean())  # a per-channel gate
 
@@ -75,3 +83,16 @@ def test_config_default_eps_is_the_official_one():
     x = base + 1e-5 * torch.randn(2, 6, 2, 3, 4, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(block(x), _by_hand(x, 2.0, 1.0, 1e-5), rtol=1e-9, atol=1e-9)
     assert not torch.allclose(_by_hand(x, 2.0, 1.0, 1e-5), _by_hand(x, 2.0, 1.0, 1e-3), rtol=1e-3, atol=1e-3)
+
+
+def test_config_picks_the_std_form_and_defaults_to_the_official_code():
+    from video_gc.config import load_config
+    from video_gc.models.blocks import build_context_block
+
+    x = torch.randn(2, 6, 2, 3, 4, dtype=torch.float64)
+    for opts, form in (([], "official"), (["CONTEXT.NA.STD_FORM", "paper"], "paper")):
+        cfg = load_config(None, ["CONTEXT.TYPE", "na", "CONTEXT.LOCATION", "[[0], [], [], []]"] + opts)
+        block = build_context_block(cfg.CONTEXT, 6, 2).double()
+        with torch.no_grad():
+            block.gamma.fill_(1.3)
+        torch.testing.assert_close(block(x), _by_hand(x, 1.3, 1.0, 1e-5, form), rtol=1e-10, atol=1e-10)

@@ -105,7 +105,7 @@ def test_softmax_alias_and_pytorch_names():
 
 
 def test_nonlocal_param_count_matches_reference():
-    # REFERENCE.md: +5 NL on Slow R50 (2 at C=512, 3 at C=1024) adds 39,812,560 - 32,454,096.
+    # The Non-local paper's +5 NL on Slow R50 (2 at C=512, 3 at C=1024) adds 39,812,560 - 32,454,096.
     count = lambda dim: sum(p.numel() for p in NonLocalBlock(dim).parameters())  # noqa: E731
     assert 2 * count(512) + 3 * count(1024) == 39_812_560 - 32_454_096
     c, inner = 512, 256

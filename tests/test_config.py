@@ -111,3 +111,37 @@ def test_bad_yaml_files_name_the_file(tmp_path):
                         "TYPE, LOCATION, POSITION, GC, CGD, NA"), msg
     msg = error_for(tmp_path, "_BASE_: missing_base.yaml\n")
     assert f"config file not found: {tmp_path / 'missing_base.yaml'} (the _BASE_ of {tmp_path / 'bad.yaml'})" in msg
+
+
+def test_a_config_of_the_earlier_version_is_read_as_it_was_meant(tmp_path, caplog):
+    import logging
+
+    import yaml
+
+    from video_gc.config import ConfigError, get_cfg
+
+    # A full config.yaml as runs wrote it before CONFIG_VERSION: every key, these two at values it never read.
+    old = yaml.safe_load(get_cfg().dump())
+    del old["CONFIG_VERSION"]
+    old["DATA"].update(USE_OFFSET_SAMPLING=False, DECODING_SHORT_SIZE=256)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with caplog.at_level(logging.WARNING, logger="video_gc.config"):
+        cfg = load_config(str(path))
+    assert (cfg.DATA.USE_OFFSET_SAMPLING, cfg.DATA.DECODING_SHORT_SIZE, cfg.CONFIG_VERSION) == (True, 0, 2)
+    assert "ignoring DATA.USE_OFFSET_SAMPLING False, DATA.DECODING_SHORT_SIZE 256" in caplog.text
+    assert str(path) in caplog.text
+    # The same file marked as the current version means what it says; a config written now round-trips.
+    path.write_text(yaml.safe_dump({**old, "CONFIG_VERSION": 2}))
+    cfg = load_config(str(path))
+    assert (cfg.DATA.USE_OFFSET_SAMPLING, cfg.DATA.DECODING_SHORT_SIZE) == (False, 256)
+    path.write_text(cfg.dump())
+    assert load_config(str(path)) == cfg
+    # A PySlowFast YAML (no video_gc keys) is read as written.
+    path.write_text("DATA:\n  USE_OFFSET_SAMPLING: False\n")
+    assert load_config(str(path)).DATA.USE_OFFSET_SAMPLING is False
+    path.write_text("CONFIG_VERSION: 3\n")
+    with pytest.raises(ConfigError, match="CONFIG_VERSION: invalid value 3; allowed values: 1..2"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match="CONFIG_VERSION: invalid value 1"):
+        load_config(None, ["CONFIG_VERSION", "1"])

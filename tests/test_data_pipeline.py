@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from video_gc.bench.data import per_view_views
 from video_gc.config import get_cfg
 from video_gc.data import (build_dataset, construct_loader, dedup_by_index, open_video, shuffle_loader,
                            write_coverage_report)
 from video_gc.data import transforms as T
-from video_gc.data.benchmark import per_view_views
 from video_gc.data.sampling import eval_clip_indices
 from video_gc.data.synthetic_clips import make_indexed_dataset, read_frame_index
 

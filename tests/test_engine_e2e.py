@@ -263,7 +263,7 @@ def test_demo_net_top5_and_bad_videos(tiny_data, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_pipeline_tiny(tmp_path, capsys):
-    from video_gc.engine.demo import main_demo
+    from video_gc.demo import main_demo
 
     opts = ["RESNET.WIDTH_PER_GROUP", "2", "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "8",
             "DATA.TRAIN_JITTER_SCALES", "[32, 36]", "DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32",

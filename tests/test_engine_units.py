@@ -192,7 +192,7 @@ def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
 
 
 def test_checkpoint_for_another_class_count_names_file_and_key_and_copies_nothing(tmp_path):
-    from video_gc.engine.test import load_test_weights
+    from video_gc.engine.common import load_test_weights
     from video_gc.models import build_model
 
     cfg, model, opt = _tiny_model_and_optimizer()

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+from video_gc.bench.zoo import model_stats
 from video_gc.config import load_config
 from video_gc.models import build_model
 from video_gc.models.flops import count_flops, total_flops
-from video_gc.models.stats import model_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINETICS = os.path.join(REPO, "configs", "kinetics")

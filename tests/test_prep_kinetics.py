@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from prep_helpers import broken_files, frame_levels, ramp_video
+from video_gc.data.lists import read_list
 from video_gc.prep.kinetics import prepare_kinetics, read_annotations
-from video_gc.prep.lists import PrepError, read_list
+from video_gc.prep.lists import PrepError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from prep_helpers import broken_files, ramp_video
+from video_gc.data.lists import read_classids, read_list
 from video_gc.prep.check import check_list
 from video_gc.prep.kinetics import prepare_kinetics
-from video_gc.prep.lists import PrepError, read_classids, read_list
+from video_gc.prep.lists import PrepError
 from video_gc.prep.mini_kinetics import prepare_mini_kinetics, youtube_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from video_gc.prep.lists import PrepError, read_classids, read_list
+from video_gc.data.lists import read_classids, read_list
+from video_gc.prep.lists import PrepError
 from video_gc.prep.synthetic import class_names, make_synthetic_dataset, render_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

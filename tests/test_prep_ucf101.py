@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from prep_helpers import broken_files, frame_levels, ramp_video
-from video_gc.prep.lists import PrepError, read_list
+from video_gc.data.lists import read_list
+from video_gc.prep.lists import PrepError
 from video_gc.prep.ucf101 import prepare_ucf101
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Fast inference paths give the reference path's results (issue 8)."""
+"""Fast inference paths give the reference path's results."""
 
 import json
 import os
@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from video_gc.config import load_config
-from video_gc.engine.inference import prepare_for_inference, resolve_mode
+from video_gc.inference import FusedConv3d, fuse_for_inference, prepare_for_inference, resolve_mode
+from video_gc.inference.absorb import GateEpilogue, absorber_for
+from video_gc.inference.bn_fold import batchnorm_affine, fold_batchnorm
 from video_gc.models import build_model
-from video_gc.models.fast import FusedConv3d, fuse_for_inference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW = os.path.join(REPO, "configs/kinetics/SLOW_8x8_R50.yaml")
@@ -89,9 +90,9 @@ def test_cgd_takes_over_the_bn_and_relu_after_it():
     fused = fuse_for_inference(model)
     # a_bn follows the CGD, not the conv: it is not folded into conv a but into the CGD (16 blocks).
     assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
-    gates = [m for m in fused.modules() if type(m).__name__ == "CompactGlobalDescriptor"]
-    assert len(gates) == 16 and all(g.epilogue_scale is not None and g.epilogue_relu for g in gates)
-    assert not any(m.epilogue_scale is not None for m in model.modules() if type(m).__name__ == "CompactGlobalDescriptor")
+    gates = [m for m in fused.modules() if isinstance(m, GateEpilogue)]
+    assert len(gates) == 16 and all(g.relu for g in gates)
+    assert not any(isinstance(m, GateEpilogue) for m in model.modules())
 
 
 def test_original_model_is_untouched():
@@ -186,7 +187,7 @@ def test_benchmark_tool_json_same_weights_as_pytorchvideo():
 
 
 def test_block_overhead_counts_match_block_formulas():
-    from video_gc.analysis.block_overhead import DEFAULT_VARIANTS, block_overhead
+    from video_gc.bench.blocks import DEFAULT_VARIANTS, block_overhead
 
     rows = block_overhead(SLOW, variants={k: DEFAULT_VARIANTS[k] for k in ("baseline", "GC5", "NA")},
                           crop=32, frames=4, repeats=1, warmup=0, opts=NARROW)
@@ -199,10 +200,10 @@ def test_block_overhead_counts_match_block_formulas():
 
 
 def test_config_key_lists_every_mode():
-    from video_gc.config import CHOICES, get_cfg
-    from video_gc.engine.inference import INFERENCE_MODES
+    from video_gc.config import allowed_values, get_cfg
+    from video_gc.registry import INFERENCE_MODES
 
-    assert CHOICES["TEST.INFERENCE_MODE"] == INFERENCE_MODES
+    assert allowed_values()["TEST.INFERENCE_MODE"] == INFERENCE_MODES.names()
     assert resolve_mode(get_cfg().TEST.INFERENCE_MODE, "cpu").dtype is None  # the default is exact
 
 
@@ -268,7 +269,7 @@ def test_fusion_leaves_shared_convs_and_broadcast_adds_exact():
 
 
 def test_agreement_on_a_real_synthetic_test_split(tmp_path):
-    from video_gc.analysis.benchmark import dataset_agreement
+    from video_gc.bench.model import dataset_agreement
     from video_gc.prep.synthetic import make_synthetic_dataset
 
     summary = make_synthetic_dataset(str(tmp_path), num_classes=2, videos_per_class=4, num_frames=12,
@@ -302,7 +303,6 @@ def _gate_input(dim=16, seed=0):
 @pytest.mark.parametrize("variant,shared", [("v10", True), ("v10", False), ("v1", True)])
 def test_cgd_bn_relu_epilogue_equals_gate_then_bn_then_relu(variant, shared):
     from video_gc.models.blocks import CompactGlobalDescriptor
-    from video_gc.models.fast import batchnorm_affine
 
     torch.manual_seed(0)
     block = CompactGlobalDescriptor(16, num_frames=4, variant=variant, share_temporal=shared).eval()
@@ -310,16 +310,17 @@ def test_cgd_bn_relu_epilogue_equals_gate_then_bn_then_relu(variant, shared):
     x = _gate_input()
     with torch.inference_mode():
         ref = torch.relu(bn(block(x)))
-    block.fuse_epilogue(*batchnorm_affine(bn), relu=True)
+    epilogue = GateEpilogue(block, *batchnorm_affine(bn))
+    epilogue.relu = True
     with torch.inference_mode():
         x_copy = x.clone()
-        fast = block(x_copy)
+        fast = epilogue(x_copy)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     assert fast.data_ptr() == x_copy.data_ptr()  # written in place: no new buffer
     assert (ref == 0).any() and (ref > 0).any()  # the ReLU is exercised
     # With autograd recording, the input is left alone (same numbers, new tensor).
     xg = x.clone().requires_grad_(True)
-    out = block(xg)
+    out = epilogue(xg)
     torch.testing.assert_close(out.detach(), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(xg.detach(), x)
 
@@ -340,7 +341,7 @@ def test_gate_epilogue_is_skipped_when_the_input_has_another_reader():
 
     model = _randomise(TwoReaders())
     fused = fuse_for_inference(model)
-    assert isinstance(fused.bn, nn.BatchNorm3d) and fused.cgd.epilogue_scale is None
+    assert isinstance(fused.bn, nn.BatchNorm3d) and not isinstance(fused.cgd, GateEpilogue)
     x = torch.randn(2, 4, 3, 5, 5)
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
@@ -356,16 +357,17 @@ def _context_blocks():
 
 
 def _random_block(kind, dim, seed=0):
+    from video_gc.models.blocks import GlobalContextBlock
+
     torch.manual_seed(seed)
-    block = _context_blocks()[kind](dim)
+    both = {"gc_both": lambda dim: GlobalContextBlock(dim, fusion=("mul", "add"))}  # a scale and a shift
+    block = {**_context_blocks(), **both}[kind](dim)
     return _randomise(block, seed).double()  # gamma, the zero-init last convs, LayerNorm: all non-trivial
 
 
 @pytest.mark.parametrize("kind", sorted(_context_blocks()))
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
 def test_block_read_through_a_pointwise_conv_equals_block_on_its_output(kind, layout):
-    from video_gc.models.fast import fold_batchnorm
-
     block = _random_block(kind, 32)
     conv = nn.Conv3d(8, 32, 1, bias=False).double()
     bn = _randomise(nn.BatchNorm3d(32), seed=1).double()
@@ -375,14 +377,30 @@ def test_block_read_through_a_pointwise_conv_equals_block_on_its_output(kind, la
         ref = block(y)
         weight, bias = fold_batchnorm(conv, bn)
         weight = weight.reshape(32, 8)
-        scale, shift = block.fold_pointwise_conv(h, weight, bias, block.position_key(weight))
+        absorber = absorber_for(block)
+        scale, shift = absorber.fold_pointwise_conv(h, weight, bias, absorber.position_key(weight))
     assert (scale is None) != (shift is None)  # mul fusion scales, add fusion shifts
     out = y * scale.view(3, 32, 1, 1, 1) if scale is not None else y + shift.view(3, 32, 1, 1, 1)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     assert not torch.allclose(ref, y)  # the block does something
 
 
-@pytest.mark.parametrize("kind", ["na", "gc", "se"])
+def test_a_two_fusion_block_reads_through_a_pointwise_conv_as_scale_and_shift():
+    block = _random_block("gc_both", 32)
+    conv = nn.Conv3d(8, 32, 1, bias=False).double()
+    bn = _randomise(nn.BatchNorm3d(32), seed=1).double()
+    h = torch.randn(3, 8, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        y = bn(conv(h))
+        weight, bias = fold_batchnorm(conv, bn)
+        weight = weight.reshape(32, 8)
+        absorber = absorber_for(block)
+        scale, shift = absorber.fold_pointwise_conv(h, weight, bias, absorber.position_key(weight))
+    torch.testing.assert_close(y * scale.view(3, 32, 1, 1, 1) + shift.view(3, 32, 1, 1, 1), block(y),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["na", "gc", "se", "gc_both"])
 # positions P per sample against C_in = 8: P = 72 reads the statistics through the weight;
 # P = 12 does so in a batch but runs the block on the output at batch 1; P = 8 always does.
 @pytest.mark.parametrize("frames,spatial", [(2, 6), (3, 2), (2, 2)])
@@ -392,7 +410,7 @@ def test_conv_that_absorbed_a_block_equals_conv_bn_block_add_relu(kind, frames, 
     bn = _randomise(nn.BatchNorm3d(32), seed=1)
     fused = FusedConv3d(conv, bn)
     fused.relu = True
-    fused.absorb_context(block)
+    fused.absorb_context(absorber_for(block))
     gen = torch.Generator().manual_seed(2)
     # batch 1 (affine folded into the weights), a batch (one conv, then the affine), with and
     # without a residual to fuse
@@ -520,8 +538,6 @@ def test_prepared_model_pickles_after_running_and_has_nothing_to_train():
 
 @pytest.mark.parametrize("eps, conv_bias, affine", [(1e-5, True, True), (1e-3, False, True), (1e-5, False, False)])
 def test_batchnorm_fold_is_exact_in_float64_where_eps_matters(eps, conv_bias, affine):
-    from video_gc.models.fast import fold_batchnorm
-
     gen = torch.Generator().manual_seed(4)
     conv = nn.Conv3d(4, 6, 3, padding=1, bias=conv_bias).double()
     bn = nn.BatchNorm3d(6, eps=eps, affine=affine).double()

@@ -1,4 +1,4 @@
-"""Proof of inflation (issue 3, section 3): an ImageNet ResNet-50 inflated into every
+"""Proof of inflation: an ImageNet ResNet-50 inflated into every
 arch gives the 2D network's features and logits on a video of identical frames."""
 
 import pickle

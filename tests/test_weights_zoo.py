@@ -1,4 +1,4 @@
-"""Model-zoo interoperability (issue 3, section 4): PyTorchVideo's slow_r50 / c2d_r50 and
+"""Model-zoo interoperability: PyTorchVideo's slow_r50 / c2d_r50 and
 PySlowFast checkpoints load into our slow / c2d with equal logits, and our slow / c2d / i3d
 backbones export to PyTorchVideo's layout (slow_r50 / c2d_r50 / i3d_r50)."""
 

@@ -9,16 +9,16 @@ import argparse
 import json
 import sys
 
-from video_gc.analysis.benchmark import add_timing_args, setup_timing
-from video_gc.analysis.block_overhead import DEFAULT_VARIANTS, block_overhead, format_block_table, rows_to_json
+from video_gc.bench.blocks import DEFAULT_VARIANTS, block_overhead, format_block_table, rows_to_json
+from video_gc.bench.timing import add_timing_args, setup_timing
 from video_gc.config import ConfigError
-from video_gc.engine.inference import INFERENCE_MODES
+from video_gc.registry import INFERENCE_MODES
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="the baseline config (no context blocks)")
-    parser.add_argument("--mode", choices=INFERENCE_MODES, default="fp32", help="inference mode for every model")
+    parser.add_argument("--mode", choices=INFERENCE_MODES.names(), default="fp32", help="inference mode for every model")
     parser.add_argument("--variants", nargs="+", choices=tuple(DEFAULT_VARIANTS), default=tuple(DEFAULT_VARIANTS),
                         help="which models (baseline always included)")
     parser.add_argument("--batch", type=int, default=1, help="batch size")

@@ -17,7 +17,8 @@ import tempfile
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from video_gc.config import load_config  # noqa: E402
-from video_gc.data.benchmark import find_videos, format_table, make_benchmark_videos, run_benchmark  # noqa: E402
+from video_gc.bench.data import format_table, make_benchmark_videos, run_benchmark  # noqa: E402
+from video_gc.data.lists import DataListError, find_videos  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,7 +39,11 @@ def main(argv=None) -> int:
 
     cfg = load_config(args.cfg, args.opts)
     if args.videos_dir:
-        paths = find_videos(args.videos_dir, args.limit)
+        try:
+            paths = find_videos(args.videos_dir)[:args.limit or None]
+        except DataListError as err:
+            print(f"benchmark_data: {err}", file=sys.stderr)
+            return 2
     else:
         paths = make_benchmark_videos(args.cache_dir, args.count)
     result = run_benchmark(cfg, paths, repeats=args.repeats, workers=tuple(args.workers),

@@ -13,15 +13,16 @@ import argparse
 import json
 import sys
 
-from video_gc.analysis.benchmark import FP32_TOLERANCE, add_timing_args, benchmark_model, dataset_agreement, setup_timing
+from video_gc.bench.model import FP32_TOLERANCE, benchmark_model, dataset_agreement
+from video_gc.bench.timing import add_timing_args, setup_timing
 from video_gc.config import ConfigError, load_config
-from video_gc.engine.inference import INFERENCE_MODES
+from video_gc.registry import INFERENCE_MODES
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, help="config file (MODEL.ARCH slow or c2d, no context blocks)")
-    parser.add_argument("--mode", choices=INFERENCE_MODES, default=None,
+    parser.add_argument("--mode", choices=INFERENCE_MODES.names(), default=None,
                         help="our inference mode (default TEST.INFERENCE_MODE, fp32)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, default=8, help="training-step batch (0: skip)")

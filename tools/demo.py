@@ -7,7 +7,7 @@ The last line printed is the path of test_metrics.json.
 
 import sys
 
-from video_gc.engine.demo import main_demo
+from video_gc.demo import main_demo
 
 if __name__ == "__main__":
     sys.exit(main_demo())

@@ -10,7 +10,7 @@ import sys
 
 from video_gc.config import ConfigError
 from video_gc.models.flops import CONVENTIONS
-from video_gc.models.stats import find_configs, format_table, model_stats
+from video_gc.bench.zoo import find_configs, format_table, model_stats
 
 
 def main(argv=None) -> int:

@@ -4,5 +4,5 @@
 - ``hooks``: forward hooks on the blocks' probes (``ContextRecorder``);
 - ``visualize``: attention maps over the frames (matplotlib Agg PNGs);
 - ``runner``: ``run_analysis`` / ``run_visualization`` behind tools/analyze_context.py and
-  tools/visualize_context.py; ``demo``: the analysis step of ``make demo``.
+  tools/visualize_context.py, and ``analyse_run`` (both for a trained run, the analysis step of ``make demo``).
 """

@@ -18,7 +18,7 @@ import torch
 from . import context_stats as cs
 from .hooks import ATTENTION_POOLING, GATE, NONLOCAL, ContextRecorder
 
-__all__ = ["load_analysis_model", "run_analysis", "format_table", "run_visualization"]
+__all__ = ["load_analysis_model", "run_analysis", "format_table", "run_visualization", "analyse_run"]
 
 JSD_INSTANTIATIONS = ("gaussian", "embedded_gaussian")
 STAT_KEYS = ("input_cosine", "output_cosine", "attention_cosine", "attention_jsd")
@@ -263,3 +263,18 @@ def run_visualization(cfg, *, output_dir: str, checkpoint: str | None = None, vi
     if not paths:
         raise ValueError(f"no NL or attention-pooling block to draw (block={block!r}); CGD/NA gates have no map")
     return paths
+
+
+def analyse_run(cfg, checkpoint: str, output_dir: str, *, num_videos: int = 16, split: str = "val",
+                queries: int = 4) -> dict:
+    """The statistics of a trained run (printed and written to ``output_dir``) and the attention
+    pictures of the first video of ``split`` (``output_dir/pictures``).
+
+    Returns the :func:`run_analysis` result plus ``pictures`` and ``checkpoint``.
+    """
+    result = run_analysis(cfg, checkpoint=checkpoint, num_videos=num_videos, split=split, output_dir=output_dir)
+    print(format_table(result), flush=True)
+    pictures = run_visualization(cfg, output_dir=os.path.join(output_dir, "pictures"), checkpoint=checkpoint,
+                                 index=0, split=split, queries=queries)
+    print("attention pictures: " + ", ".join(pictures), flush=True)
+    return {**result, "pictures": pictures, "checkpoint": checkpoint}

@@ -9,6 +9,7 @@ Every error names the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from typing import Iterable, Sequence
@@ -16,37 +17,33 @@ from typing import Iterable, Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
+from video_gc.registry import ARCHS, BLOCKS, DEPTHS, INFERENCE_MODES, WEIGHT_FORMATS
+
 from .defaults import get_defaults
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "validate_cfg", "STAGE_DEPTHS"]
+__all__ = ["CfgNode", "ConfigError", "allowed_values", "get_cfg", "get_key", "load_config", "validate_cfg"]
 
-# Bottleneck blocks per stage res2..res5.
-STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Keys whose allowed values are one of the package's registries (the tables themselves).
+_REGISTRY_KEYS = {
+    "MODEL.ARCH": ARCHS,
+    "RESNET.DEPTH": DEPTHS,
+    "TRAIN.CHECKPOINT_TYPE": WEIGHT_FORMATS,
+    "TEST.CHECKPOINT_TYPE": WEIGHT_FORMATS,
+    "TEST.INFERENCE_MODE": INFERENCE_MODES,
+}
 
-# key -> allowed values.
+# Keys with a closed set of values that no table of the package owns: key -> allowed values.
 CHOICES = {
-    "MODEL.ARCH": ("slow", "c2d", "c2d_nopool", "c2d_nl32", "i3d", "slowonly"),
     "MODEL.MODEL_NAME": ("ResNet",),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
-    "RESNET.DEPTH": tuple(STAGE_DEPTHS),
     "RESNET.TRANS_FUNC": ("bottleneck_transform",),
-    "NONLOCAL.INSTANTIATION": ("gaussian", "embedded_gaussian", "softmax", "dot_product", "concatenation"),
-    "CONTEXT.TYPE": ("none", "gc", "snl", "se", "avg_add", "att_mul", "custom", "cgd", "na"),
-    "CONTEXT.POSITION": ("default", "after1x1", "afterAdd", "after_conv1", "after_conv2"),
-    "CONTEXT.GC.POOLING": ("att", "avg"),
-    "CONTEXT.GC.TRANSFORM": ("conv", "bottleneck"),
-    "CONTEXT.GC.FUSION": ("add", "mul"),
-    "CONTEXT.CGD.VARIANT": tuple(f"v{i}" for i in range(1, 11)),
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
     "DATA.ENSEMBLE_METHOD": ("sum", "max"),
     "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
     "SOLVER.OPTIMIZING_METHOD": ("sgd",),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
     "TRAIN.MIXED_PRECISION_DTYPE": ("fp16", "bf16"),
-    "TRAIN.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
-    "TEST.CHECKPOINT_TYPE": ("pytorch", "caffe2", "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc"),
     "TRAIN.CHECKPOINT_INFLATE_MODE": ("average", "center"),
-    "TEST.INFERENCE_MODE": ("reference", "fused", "channels_last", "fp32", "bf16", "fp16", "compile", "best"),
 }
 
 # PySlowFast keys that load for compatibility but whose other values video_gc does not
@@ -59,12 +56,17 @@ UNSUPPORTED = {
     "DATA.REVERSE_INPUT_CHANNEL": False,
 }
 
-# Which CONTEXT.POSITION values each block family accepts.
-_POSITIONS = {
-    "cgd": ("default", "after_conv1", "after_conv2"),
-    "na": ("default", "after1x1"),
-}
-_GC_POSITIONS = ("default", "after1x1", "afterAdd")
+
+def allowed_values() -> dict:
+    """key -> allowed values for every key with a closed set, read from the registries
+    (context blocks add CONTEXT.TYPE and the keys of their own settings)."""
+    allowed = dict(CHOICES)
+    allowed.update({key: registry.names() for key, registry in _REGISTRY_KEYS.items()})
+    blocks = BLOCKS.items()
+    allowed["CONTEXT.TYPE"] = ("none",) + tuple(name for name, spec in blocks if spec.selectable)
+    for _, spec in blocks:
+        allowed.update(spec.choices)
+    return allowed
 
 
 class ConfigError(ValueError):
@@ -76,7 +78,8 @@ def get_cfg() -> CfgNode:
     return get_defaults()
 
 
-def _get(cfg: CfgNode, key: str):
+def get_key(cfg: CfgNode, key: str):
+    """The value of a dotted key, e.g. ``get_key(cfg, "DATA.NUM_FRAMES")``."""
     node = cfg
     for part in key.split("."):
         node = node[part]
@@ -105,7 +108,7 @@ def _explain_merge_error(err: Exception, source: str, cfg: CfgNode) -> ConfigErr
     if mismatch:
         want, got, default, value, key = mismatch.groups()
         try:
-            node = _get(cfg, key)
+            node = get_key(cfg, key)
         except KeyError:
             node = None
         if isinstance(node, CfgNode):
@@ -126,7 +129,8 @@ def _explain_merge_error(err: Exception, source: str, cfg: CfgNode) -> ConfigErr
 
 
 def _widen_ints(data: dict, defaults: CfgNode) -> dict:
-    """YAML writes 34 for 34.0; accept an int wherever the default is a float."""
+    """YAML writes 34 for 34.0; accept an int wherever the default is a float, and a bare
+    string wherever the default is a list of strings (``FUSION: add`` for ``[add]``)."""
     out = {}
     for key, value in data.items():
         default = defaults.get(key) if isinstance(defaults, CfgNode) else None
@@ -134,6 +138,9 @@ def _widen_ints(data: dict, defaults: CfgNode) -> dict:
             value = _widen_ints(value, default)
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif (isinstance(default, list) and default and all(isinstance(v, str) for v in default)
+              and isinstance(value, str) and not value.startswith("[")):
+            value = [value]  # "[mul, add]" (names unquoted) stays a string: fvcore's type error says a list is needed
         out[key] = value
     return out
 
@@ -155,6 +162,7 @@ def load_config(path: str | None = None, opts: Sequence[str] | None = None) -> C
             raise ConfigError(f"{path}: expected a mapping of config sections ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections, got a {type(data).__name__}")
+        _upgrade(data, path, cfg.CONFIG_VERSION)
         try:
             cfg.merge_from_other_cfg(CfgNode(_widen_ints(data, cfg)))
         except (KeyError, ValueError, AssertionError, TypeError) as err:
@@ -173,6 +181,38 @@ def load_config(path: str | None = None, opts: Sequence[str] | None = None) -> C
     return cfg
 
 
+# Keys that version 1 (video_gc before CONFIG_VERSION) wrote to every config.yaml but never
+# read; from version 2 on they act, so a version-1 file's values are dropped.
+_UNREAD_IN_VERSION_1 = ("DATA.USE_OFFSET_SAMPLING", "DATA.DECODING_SHORT_SIZE")
+
+
+def _upgrade(data: dict, path: str, current: int) -> None:
+    """Read a config written by an earlier video_gc as it was meant, in place.
+
+    A file without CONFIG_VERSION that sets TEST.INFERENCE_MODE is a version-1 dump
+    (a PySlowFast YAML has no such key), as is one that says CONFIG_VERSION 1: its
+    values of keys that version 1 never read are dropped, with a warning naming them.
+    """
+    test = data.get("TEST")
+    dump = isinstance(test, dict) and "INFERENCE_MODE" in test
+    version = data.get("CONFIG_VERSION", 1 if dump else current)
+    if not isinstance(version, int) or not 1 <= version <= current:
+        raise ConfigError(f"{path}: config key CONFIG_VERSION: invalid value {version!r}; allowed values: 1.."
+                          f"{current} (a larger one was written by a newer video_gc)")
+    if version == current:
+        return
+    dropped = []
+    for key in _UNREAD_IN_VERSION_1:
+        section, leaf = key.split(".")
+        if isinstance(data.get(section), dict) and leaf in data[section]:
+            dropped.append(f"{key} {data[section].pop(leaf)!r}")
+    data["CONFIG_VERSION"] = current
+    if dropped:
+        logging.getLogger("video_gc.config").warning(
+            "%s: a config of an earlier video_gc (CONFIG_VERSION 1); ignoring %s, which it did not read "
+            "(set CONFIG_VERSION: %d in the file to use them)", path, ", ".join(dropped), current)
+
+
 def _nest(parents: list[str], leaf: dict) -> dict:
     for name in reversed(parents):
         leaf = {name: leaf}
@@ -180,11 +220,17 @@ def _nest(parents: list[str], leaf: dict) -> dict:
 
 
 def _check_choice(cfg: CfgNode, key: str, allowed: Iterable) -> None:
-    value = _get(cfg, key)
+    """The value is one of ``allowed``; a list value, a non-empty list of distinct ones."""
+    value = get_key(cfg, key)
     allowed = tuple(allowed)
-    if value not in allowed:
+    if isinstance(value, (list, tuple)):
+        ok = value and len(set(value)) == len(value) and all(v in allowed for v in value)
+        form = "a list of distinct values from "
+    else:
+        ok, form = value in allowed, ""
+    if not ok:
         raise ConfigError(
-            f"config key {key}: invalid value {value!r}; allowed values: {', '.join(map(str, allowed))}"
+            f"config key {key}: invalid value {value!r}; allowed values: {form}{', '.join(map(str, allowed))}"
         )
 
 
@@ -195,7 +241,7 @@ def _is_int(value) -> bool:
 def _per_stage(cfg: CfgNode, key: str, depths: Sequence[int], form: str, valid) -> None:
     """Check a PySlowFast per-stage list: one entry per stage res2..res5, each a one-pathway list
     ``[x]`` whose x satisfies ``valid(x, stage_depth)``; ``form`` describes x for the message."""
-    value = _get(cfg, key)
+    value = get_key(cfg, key)
     if not isinstance(value, (list, tuple)) or len(value) != len(depths):
         raise ConfigError(
             f"config key {key}: invalid value {value!r}; allowed values: one entry per stage res2..res5 "
@@ -234,12 +280,17 @@ def _check_locations(key: str, location, depths: Sequence[int], nested: bool) ->
 
 def validate_cfg(cfg: CfgNode) -> CfgNode:
     """Raise ConfigError naming the key, value and allowed values for anything unusable."""
-    for key, allowed in CHOICES.items():
+    if cfg.CONFIG_VERSION != get_defaults().CONFIG_VERSION:
+        raise ConfigError(f"config key CONFIG_VERSION: invalid value {cfg.CONFIG_VERSION!r}; allowed values: "
+                          f"{get_defaults().CONFIG_VERSION} (an older file is upgraded when it is loaded)")
+    for key, allowed in allowed_values().items():
         _check_choice(cfg, key, allowed)
-    depths = STAGE_DEPTHS[cfg.RESNET.DEPTH]
+    depths = DEPTHS[cfg.RESNET.DEPTH]
     _check_locations("NONLOCAL.LOCATION", cfg.NONLOCAL.LOCATION, depths, nested=True)
     _check_locations("CONTEXT.LOCATION", cfg.CONTEXT.LOCATION, depths, nested=False)
-    _check_choice(cfg, "CONTEXT.POSITION", _POSITIONS.get(cfg.CONTEXT.TYPE, _GC_POSITIONS))
+    # TYPE none places nothing: any position some block takes is accepted.
+    specs = [BLOCKS[cfg.CONTEXT.TYPE]] if cfg.CONTEXT.TYPE != "none" else [s for _, s in BLOCKS.items() if s.selectable]
+    _check_choice(cfg, "CONTEXT.POSITION", ("default",) + tuple(dict.fromkeys(p for s in specs for p in s.positions)))
     if len(cfg.NONLOCAL.GROUP) != len(depths):
         raise ConfigError(
             f"config key NONLOCAL.GROUP: invalid value {cfg.NONLOCAL.GROUP!r}; allowed values: one entry per stage "
@@ -277,9 +328,9 @@ def validate_cfg(cfg: CfgNode) -> CfgNode:
             f"(one pathway)"
         )
     for key, supported in UNSUPPORTED.items():
-        if _get(cfg, key) != supported:
+        if get_key(cfg, key) != supported:
             raise ConfigError(
-                f"config key {key}: invalid value {_get(cfg, key)!r}; allowed values: {supported!r} "
+                f"config key {key}: invalid value {get_key(cfg, key)!r}; allowed values: {supported!r} "
                 f"(PySlowFast option that video_gc does not implement)"
             )
     positive = ("DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE",
@@ -287,7 +338,7 @@ def validate_cfg(cfg: CfgNode) -> CfgNode:
                 "RESNET.NUM_GROUPS",
                 "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "SOLVER.MAX_EPOCH")
     for key in positive:
-        value = _get(cfg, key)
+        value = get_key(cfg, key)
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"config key {key}: invalid value {value!r}; allowed values: a positive integer")
     if cfg.TEST.NUM_SPATIAL_CROPS not in (1, 3):

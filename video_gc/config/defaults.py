@@ -3,18 +3,24 @@
 Key names follow PySlowFast wherever the concept exists there, so PySlowFast
 Kinetics YAMLs for SLOW / C2D / *_NLN load unchanged. Concepts PySlowFast does
 not have live in their own sections: CONTEXT (GCNet framework, SE, CGD, NA) and
-the few extra keys marked "video_gc" below.
+the few extra keys marked "video_gc" below. Keys marked "compatibility only"
+load and are never used; a run names those set to a non-default value at start.
 """
 
 from fvcore.common.config import CfgNode
 
 _C = CfgNode()
 
+# video_gc: the meaning of the keys below, raised when one changes. Every run's config.yaml
+# records it, so a config written by an earlier video_gc is read as it was meant.
+_C.CONFIG_VERSION = 2
+
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
 _C.TRAIN = CfgNode()
 _C.TRAIN.ENABLE = True
+# Compatibility only (video_gc.config.compat): one Kinetics-style CSV dataset serves every split.
 _C.TRAIN.DATASET = "kinetics"
 _C.TRAIN.BATCH_SIZE = 64
 _C.TRAIN.EVAL_PERIOD = 10
@@ -25,6 +31,8 @@ _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # video_gc's explicit formats: "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc".
 _C.TRAIN.CHECKPOINT_TYPE = "pytorch"
 _C.TRAIN.CHECKPOINT_INFLATE = False
+# Compatibility only (video_gc.config.compat): a CHECKPOINT_FILE_PATH start is weights only, always from
+# epoch 0; layouts are mapped by CHECKPOINT_TYPE; no model-init loading.
 _C.TRAIN.CHECKPOINT_EPOCH_RESET = False
 _C.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN = ()
 _C.TRAIN.CHECKPOINT_IN_INIT = False
@@ -42,6 +50,7 @@ _C.TRAIN.MIXED_PRECISION_DTYPE = "bf16"
 # ---------------------------------------------------------------------------
 _C.TEST = CfgNode()
 _C.TEST.ENABLE = True
+# Compatibility only (video_gc.config.compat): see TRAIN.DATASET.
 _C.TEST.DATASET = "kinetics"
 _C.TEST.BATCH_SIZE = 8
 _C.TEST.CHECKPOINT_FILE_PATH = ""
@@ -49,7 +58,7 @@ _C.TEST.NUM_ENSEMBLE_VIEWS = 10
 _C.TEST.NUM_SPATIAL_CROPS = 3
 _C.TEST.CHECKPOINT_TYPE = "pytorch"
 _C.TEST.SAVE_RESULTS_PATH = ""
-# video_gc: forward-pass mode of the test loop (video_gc.engine.inference): reference |
+# video_gc: forward-pass mode of the test loop (video_gc.inference.modes): reference |
 # fused | channels_last | fp32 | bf16 | fp16 | compile | best. fp32 is exact (BN folded, fused,
 # in the device's faster layout).
 _C.TEST.INFERENCE_MODE = "fp32"
@@ -108,8 +117,12 @@ _C.CONTEXT.GC.POOLING = "att"
 # Transform: conv (C x C, SNL) | bottleneck (C -> C*ratio -> C).
 _C.CONTEXT.GC.TRANSFORM = "bottleneck"
 _C.CONTEXT.GC.LAYER_NORM = True
-# Fusion: add | mul (x * sigmoid(transform)).
-_C.CONTEXT.GC.FUSION = "add"
+# Fusion: [add] | [mul] (x * sigmoid(transform)) | [mul, add] (each its own transform, mul
+# first, as GCNet's released code allows). A bare name (FUSION: add) is read as a list of one.
+_C.CONTEXT.GC.FUSION = ["add"]
+# Which fusion branches start with their last conv zeroed (presets too): add (an add block
+# starts as the identity) | all (GCNet's released code: a mul branch starts at x * 0.5) | none.
+_C.CONTEXT.GC.ZERO_INIT = "add"
 
 # Compact Global Descriptor (He et al.).
 _C.CONTEXT.CGD = CfgNode()
@@ -121,10 +134,16 @@ _C.CONTEXT.CGD.SHARE_TEMPORAL = True
 _C.CONTEXT.CGD.ZERO_INIT = False
 # Multiplier on SOLVER.WEIGHT_DECAY for CGD parameters (the paper halves it).
 _C.CONTEXT.CGD.WEIGHT_DECAY_MULT = 0.5
+# The official code's switches: tanh on every descriptor, and a bias per descriptor.
+_C.CONTEXT.CGD.NONLINEAR = True
+_C.CONTEXT.CGD.BIAS = True
 
 # Normalization-Attention (Ma et al.).
 _C.CONTEXT.NA = CfgNode()
 _C.CONTEXT.NA.EPS = 1e-5
+# official: sigma = unbiased std_C(g) + eps, as the official code (its weights and results);
+# paper: Eq. 7 as printed, sigma = sqrt(var_C(g) + eps) with the 1/C variance.
+_C.CONTEXT.NA.STD_FORM = "official"
 
 # ---------------------------------------------------------------------------
 # Model
@@ -136,6 +155,7 @@ _C.MODEL.ARCH = "slow"
 _C.MODEL.MODEL_NAME = "ResNet"
 _C.MODEL.NUM_CLASSES = 400
 _C.MODEL.LOSS_FUNC = "cross_entropy"
+# Compatibility only (video_gc.config.compat): PySlowFast's pathway tables; video_gc builds one pathway.
 _C.MODEL.SINGLE_PATHWAY_ARCH = ["2d", "c2d", "i3d", "slow", "x3d", "mvit", "maskmvit"]
 _C.MODEL.MULTI_PATHWAY_ARCH = ["slowfast"]
 _C.MODEL.DROPOUT_RATE = 0.5
@@ -152,6 +172,8 @@ _C.DATA.PATH_LABEL_SEPARATOR = " "
 _C.DATA.PATH_PREFIX = ""
 _C.DATA.NUM_FRAMES = 8
 _C.DATA.SAMPLING_RATE = 8
+# Compatibility only (video_gc.config.compat): PCA lighting jitter and preloaded image lists belong to
+# PySlowFast's ImageNet / AVA loaders.
 _C.DATA.TRAIN_PCA_EIGVAL = [0.225, 0.224, 0.229]
 _C.DATA.TRAIN_PCA_EIGVEC = [
     [-0.5675, 0.7192, 0.4009],
@@ -166,15 +188,23 @@ _C.DATA.TRAIN_JITTER_SCALES = [256, 320]
 # Relative-area random crop (CGD recipe): area range and aspect-ratio range.
 _C.DATA.TRAIN_JITTER_SCALES_RELATIVE = []
 _C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = []
-_C.DATA.USE_OFFSET_SAMPLING = False
+# Read by video_gc.data.sampling: True spreads the test clips from the first frame to the last
+# (video_gc's default); False is PySlowFast's default placement, start_i = delta * i / num_clips.
+_C.DATA.USE_OFFSET_SAMPLING = True
+# Compatibility only (video_gc.config.compat): the moving-crop augmentation is not implemented.
 _C.DATA.TRAIN_JITTER_MOTION_SHIFT = False
 _C.DATA.TRAIN_CROP_SIZE = 224
 _C.DATA.TEST_CROP_SIZE = 256
 _C.DATA.TARGET_FPS = 30
+# Read by the train dataset: each train clip's TARGET_FPS is raised by uniform [0, this) (PySlowFast).
 _C.DATA.TRAIN_JITTER_FPS = 0.0
 # decord | pyav
 _C.DATA.DECODING_BACKEND = "decord"
-_C.DATA.DECODING_SHORT_SIZE = 256
+# Read by the dataset: > 0 resizes decoded frames (up or down) to this short side before the
+# train jitter / test resize; <= 0 is off. Off by default: PySlowFast's default is 256, but its
+# Kinetics loader never reads the key, so off is what PySlowFast does.
+_C.DATA.DECODING_SHORT_SIZE = 0
+# Read by the train dataset: draw the jitter short side as 1 / uniform(1 / max, 1 / min).
 _C.DATA.INV_UNIFORM_SAMPLE = False
 _C.DATA.RANDOM_FLIP = True
 _C.DATA.MULTI_LABEL = False
@@ -193,6 +223,8 @@ _C.SOLVER.BASE_LR = 0.1
 _C.SOLVER.LR_POLICY = "cosine"
 _C.SOLVER.COSINE_END_LR = 0.0
 _C.SOLVER.COSINE_AFTER_WARMUP = False
+# Compatibility only (video_gc.config.compat): PySlowFast's own schedules ignore GAMMA, STEP_SIZE and
+# WARMUP_FACTOR too (no exp/step policy; the warm-up starts at WARMUP_START_LR).
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.STEP_SIZE = 1
 _C.SOLVER.STEPS = []
@@ -202,6 +234,7 @@ _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.DAMPENING = 0.0
 _C.SOLVER.NESTEROV = True
 _C.SOLVER.WEIGHT_DECAY = 1e-4
+# Compatibility only (video_gc.config.compat): see SOLVER.GAMMA.
 _C.SOLVER.WARMUP_FACTOR = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0.0
 _C.SOLVER.WARMUP_START_LR = 0.01
@@ -223,6 +256,7 @@ _C.BN.MOMENTUM = 0.1
 # batchnorm | sync_batchnorm
 _C.BN.NORM_TYPE = "batchnorm"
 _C.BN.NUM_SPLITS = 1
+# Compatibility only (video_gc.config.compat): sync_batchnorm synchronises over all processes.
 _C.BN.NUM_SYNC_DEVICES = 1
 
 # ---------------------------------------------------------------------------
@@ -231,6 +265,7 @@ _C.BN.NUM_SYNC_DEVICES = 1
 _C.DATA_LOADER = CfgNode()
 _C.DATA_LOADER.NUM_WORKERS = 8
 _C.DATA_LOADER.PIN_MEMORY = True
+# Compatibility only (video_gc.config.compat): one decoding thread per loader worker.
 _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 
 # ---------------------------------------------------------------------------
@@ -249,6 +284,7 @@ _C.SHARD_ID = 0
 _C.OUTPUT_DIR = "./output"
 _C.RNG_SEED = 1
 _C.LOG_PERIOD = 10
+# Compatibility only (video_gc.config.compat): the one-line model summary is always logged.
 _C.LOG_MODEL_INFO = True
 _C.DIST_BACKEND = "nccl"
 _C.INIT_METHOD = "tcp://localhost:9999"

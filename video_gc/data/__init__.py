@@ -4,8 +4,9 @@
 """
 
 from .coverage import coverage_line, write_coverage_report
-from .dataset import DataListError, VideoDataset, read_video_list
+from .dataset import VideoDataset
 from .decoder import VideoDecodeError, open_video
+from .lists import DataListError, read_video_list
 from .loader import VideoLoader, build_dataset, construct_loader, shuffle_loader
 from .samplers import ShardedEvalSampler, dedup_by_index
 

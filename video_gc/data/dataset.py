@@ -1,17 +1,22 @@
 """Kinetics-style video dataset: CSV list -> decoded, sampled, augmented clips.
 
-One class serves the three splits (PySlowFast semantics, see REFERENCE.md):
+One class serves the three splits (PySlowFast semantics):
 
-- ``train``: one clip at a random position, random short-side jitter (or the
-  relative-area crop), random crop, flip. A bad video (missing, empty,
+- ``train``: one clip at a random position (its target fps raised by up to
+  ``TRAIN_JITTER_FPS``), random short-side jitter (or the relative-area
+  crop), random crop, flip. A bad video (missing, empty,
   truncated, undecodable) is replaced by another draw; the item lists the
   replaced paths under ``"skipped"``.
 - ``val``: one deterministic view: the centre clip, short side
   ``TEST_CROP_SIZE``, centre crop ``TEST_CROP_SIZE``.
 - ``test``: one item = one video with all ``NUM_ENSEMBLE_VIEWS x
-  NUM_SPATIAL_CROPS`` views, clip-major. The video is opened once, the union of
-  the clips' frames decoded once and resized once, then cut into views
-  ("decode once"; PySlowFast re-opens and re-decodes it for every view).
+  NUM_SPATIAL_CROPS`` views, clip-major, the clips placed as
+  ``USE_OFFSET_SAMPLING`` says (video_gc.data.sampling). The video is opened
+  once, the union of the clips' frames decoded once and resized once, then cut
+  into views ("decode once"; PySlowFast re-opens and re-decodes it for every view).
+
+With ``DECODING_SHORT_SIZE`` > 0, every split first resizes the decoded frames
+to that short side, then applies the above.
 
 In val/test a bad video is not replaced: the item carries ``failed = (index,
 path, reason)`` and no tensor, so the collate function drops it from the batch
@@ -29,49 +34,12 @@ from torch.utils.data import Dataset
 
 from . import transforms as T
 from .decoder import describe_error, open_video
+from .lists import DataListError, read_video_list
 from .sampling import eval_clip_indices, train_clip_indices
 
 SPLITS = ("train", "val", "test")
 # A train item gives up after this many bad draws in a row (an all-bad list).
 MAX_REPLACEMENTS = 100
-
-
-class DataListError(ValueError):
-    """A data list that cannot be used; the message names the file and line."""
-
-
-def read_video_list(list_path: str, *, separator: str, prefix: str, num_classes: int) -> tuple[list[str], list[int]]:
-    """Parse ``path<separator>label`` lines into (paths, labels).
-
-    The label is what follows the LAST separator, so paths may contain the
-    separator (e.g. spaces). Paths are joined to ``prefix``, or, when it is
-    empty, resolved against the list's folder. Blank lines are ignored.
-    """
-    if not os.path.isfile(list_path):
-        raise DataListError(f"data list not found: {list_path} (DATA.PATH_TO_DATA_DIR)")
-    root = prefix if prefix else os.path.dirname(os.path.abspath(list_path))
-    paths, labels = [], []
-    with open(list_path, encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            where = f"{list_path}:{line_no}"
-            parts = line.rsplit(separator, 1)
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise DataListError(f"{where}: expected 'path{separator}label', got {line!r} (missing label?)")
-            path, label_text = parts[0].strip(), parts[1].strip()
-            try:
-                label = int(label_text)
-            except ValueError:
-                raise DataListError(f"{where}: label {label_text!r} is not an integer") from None
-            if not 0 <= label < num_classes:
-                raise DataListError(f"{where}: label {label} is outside [0, {num_classes}) (MODEL.NUM_CLASSES)")
-            paths.append(os.path.join(root, path))
-            labels.append(label)
-    if not paths:
-        raise DataListError(f"data list is empty: {list_path}")
-    return paths, labels
 
 
 def item_generator(seed: int, epoch: int, index: int, attempt: int = 0) -> torch.Generator:
@@ -98,6 +66,11 @@ class VideoDataset(Dataset):
         self.num_frames = data.NUM_FRAMES
         self.sampling_rate = data.SAMPLING_RATE
         self.target_fps = data.TARGET_FPS
+        self.jitter_fps = data.TRAIN_JITTER_FPS
+        self.decoding_short_size = data.DECODING_SHORT_SIZE
+        self.inverse_uniform = data.INV_UNIFORM_SAMPLE
+        # USE_OFFSET_SAMPLING places PySlowFast's test clips; val always takes its one centre clip.
+        self.use_offset = data.USE_OFFSET_SAMPLING or split != "test"
         self.mean, self.std = list(data.MEAN), list(data.STD)
         self.train_crop = data.TRAIN_CROP_SIZE
         self.jitter_scales = list(data.TRAIN_JITTER_SCALES)
@@ -126,14 +99,25 @@ class VideoDataset(Dataset):
             return (3, self.num_frames, self.test_crop, self.test_crop)
         return (self.num_clips * self.num_crops, 3, self.num_frames, self.test_crop, self.test_crop)
 
+    def read_frames(self, decoder, frame_ids) -> torch.Tensor:
+        """Decoded frames as uint8 [T, 3, H, W], resized (up or down) to short side
+        DECODING_SHORT_SIZE when that is > 0, before any augmentation or test resize."""
+        video = T.to_tchw(decoder.get_frames(frame_ids))
+        if self.decoding_short_size > 0:
+            video = T.resize_short_side(video, self.decoding_short_size)
+        return video
+
     # ----------------------------------------------------------------- train
     def _train_clip(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        target_fps = self.target_fps
+        if self.jitter_fps > 0:  # PySlowFast only ever raises it: + uniform [0, TRAIN_JITTER_FPS)
+            target_fps += self.jitter_fps * torch.rand((), generator=generator, dtype=torch.float64).item()
         decoder = open_video(self.paths[index], self.backend)
         try:
             frame_ids = train_clip_indices(
                 decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                target_fps=self.target_fps, generator=generator)
-            video = T.to_tchw(decoder.get_frames(frame_ids))
+                target_fps=target_fps, generator=generator)
+            video = self.read_frames(decoder, frame_ids)
         finally:
             decoder.close()
         if self.area_range:
@@ -141,7 +125,7 @@ class VideoDataset(Dataset):
                                        crop_size=self.train_crop, generator=generator)
         else:
             video = T.random_short_side_crop(video, jitter_scales=self.jitter_scales, crop_size=self.train_crop,
-                                             generator=generator)
+                                             generator=generator, inverse_uniform=self.inverse_uniform)
         if self.random_flip:
             video = T.random_hflip(video, generator)
         return T.normalize(video, self.mean, self.std)
@@ -163,21 +147,24 @@ class VideoDataset(Dataset):
                             f"check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and the video files")
 
     # ------------------------------------------------------------- val / test
+    def eval_frame_ids(self, decoder) -> torch.Tensor:
+        """Frame numbers of this split's clips in an opened video: long [num_clips, num_frames]."""
+        return eval_clip_indices(
+            decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+            target_fps=self.target_fps, num_clips=self.num_clips, use_offset=self.use_offset)
+
     def decode_views(self, index: int) -> torch.Tensor:
         """All views of one video, decoding each needed frame once: float [V, 3, T, S, S]."""
         decoder = open_video(self.paths[index], self.backend)
         try:
-            frame_ids = eval_clip_indices(
-                decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                target_fps=self.target_fps, num_clips=self.num_clips)
-            needed, position = torch.unique(frame_ids, return_inverse=True)
-            frames = decoder.get_frames(needed)
+            needed, position = torch.unique(self.eval_frame_ids(decoder), return_inverse=True)
+            frames = self.read_frames(decoder, needed)
         finally:
             decoder.close()
         # Resize each distinct frame once; every view is then a crop of it, normalised
         # straight into its slot of the output (one write of the float views). The
         # channel-first copy makes each crop a run of contiguous rows to read.
-        video = T.resize_short_side(T.to_tchw(frames), self.test_crop).transpose(0, 1).contiguous()
+        video = T.resize_short_side(frames, self.test_crop).transpose(0, 1).contiguous()
         views = torch.empty((len(position) * self.num_crops, 3, self.num_frames, self.test_crop, self.test_crop))
         for c, clip in enumerate(position):
             crops = T.eval_crops(video[:, clip], self.test_crop, self.num_crops)

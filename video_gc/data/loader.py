@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from video_gc.config import ConfigError
 
-from .dataset import DataListError, VideoDataset
+from .dataset import VideoDataset
+from .lists import DataListError
 from .samplers import ShardedEvalSampler
 
 logger = logging.getLogger(__name__)

@@ -10,11 +10,13 @@ clamped to ``[0, video_frames - 1]`` and truncated to integers (PySlowFast's
 ``get_start_end_idx`` + ``temporal_sampling``). A video shorter than the span
 repeats its last frames instead of failing.
 
-Test clips: ``num_clips`` starts spread uniformly over ``delta = max(n - span, 0)``,
+Test clips: ``num_clips`` starts spread uniformly over ``delta = max(n - span, 0)``.
+With ``DATA.USE_OFFSET_SAMPLING`` True (video_gc's default),
 ``start_i = delta * i / (num_clips - 1)`` (the centre, ``delta / 2``, for one
-clip), so the first clip starts at frame 0 and the last ends on the last frame.
-PySlowFast's default (``delta * i / num_clips``) never reaches the end of the
-video and puts a single clip at the start; we deviate to cover the whole video.
+clip), so the first clip starts at frame 0 and the last ends on the last frame:
+PySlowFast's offset sampling, without its rounding of the spacing down to whole
+frames. With False, PySlowFast's default placement ``start_i = delta * i / num_clips``,
+which never reaches the end of the video and puts a single clip at the start.
 """
 
 from __future__ import annotations
@@ -35,19 +37,21 @@ def clip_frame_indices(start: float, span: float, num_frames: int, video_frames:
     return (index + 1e-6).clamp(0, video_frames - 1).long()
 
 
-def eval_clip_starts(video_frames: int, span: float, num_clips: int) -> list[float]:
-    """Uniformly spaced starts whose clips cover the whole video."""
+def eval_clip_starts(video_frames: int, span: float, num_clips: int, use_offset: bool = True) -> list[float]:
+    """Uniformly spaced starts: covering the whole video, or PySlowFast's default without ``use_offset``."""
     delta = max(video_frames - span, 0.0)
+    if not use_offset:
+        return [delta * i / num_clips for i in range(num_clips)]
     if num_clips == 1:
         return [delta / 2]
     return [delta * i / (num_clips - 1) for i in range(num_clips)]
 
 
 def eval_clip_indices(video_frames: int, fps: float, *, num_frames: int, sampling_rate: int,
-                      target_fps: float, num_clips: int) -> torch.Tensor:
+                      target_fps: float, num_clips: int, use_offset: bool = True) -> torch.Tensor:
     """Frame numbers of all test clips: long [num_clips, num_frames]."""
     span = clip_span(num_frames, sampling_rate, fps, target_fps)
-    starts = eval_clip_starts(video_frames, span, num_clips)
+    starts = eval_clip_starts(video_frames, span, num_clips, use_offset=use_offset)
     return torch.stack([clip_frame_indices(s, span, num_frames, video_frames) for s in starts])
 
 

@@ -9,7 +9,8 @@ augmentation depends only on its seed, not on which worker produced it.
 - test: short side -> ``crop_size``, then ``num_crops`` crops of ``crop_size``
   spread along the long side (left/centre/right for landscape,
   top/centre/bottom for portrait; one crop = centre).
-- train: random short side in ``jitter_scales``, random ``crop_size`` crop,
+- train: random short side in ``jitter_scales`` (uniform, or with
+  ``inverse_uniform`` its reciprocal uniform), random ``crop_size`` crop,
   horizontal flip; or, when a relative area range is given (CGD recipe), a
   random-area, random-aspect crop resized to ``crop_size``.
 - ``normalize``: ``(x / 255 - mean) / std``, returned as ``float [3, T, H, W]``.
@@ -89,9 +90,17 @@ def _randint(high_inclusive: int, generator: torch.Generator) -> int:
 
 
 def random_short_side_crop(video: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int,
-                           generator: torch.Generator) -> torch.Tensor:
-    """Random short side in [min, max] (PySlowFast: round(uniform)), then a random square crop."""
-    size = int(round(_uniform(float(jitter_scales[0]), float(jitter_scales[1]), generator)))
+                           generator: torch.Generator, inverse_uniform: bool = False) -> torch.Tensor:
+    """Random short side in [min, max], then a random square crop.
+
+    PySlowFast's draw: round(uniform(min, max)), or with ``inverse_uniform``
+    (DATA.INV_UNIFORM_SAMPLE) round(1 / uniform(1 / max, 1 / min)), which favours small sizes.
+    """
+    low, high = float(jitter_scales[0]), float(jitter_scales[1])
+    if inverse_uniform:
+        size = int(round(1.0 / _uniform(1.0 / high, 1.0 / low, generator)))
+    else:
+        size = int(round(_uniform(low, high, generator)))
     size = max(size, crop_size)
     video = resize_short_side(video, size)
     h, w = video.shape[-2:]

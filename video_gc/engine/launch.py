@@ -21,6 +21,7 @@ import sys
 import torch
 
 from video_gc.config import ConfigError, load_config
+from video_gc.config.compat import report_unused
 
 from . import distributed as du
 from .logger import get_logger, setup_logging
@@ -40,10 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is the whole story: printed without a traceback."""
-    from video_gc.data.dataset import DataListError
+    from video_gc.data.lists import DataListError
     from video_gc.utils.io import CheckpointError
 
-    from .train import EngineError, NonFiniteLossError
+    from .common import EngineError
+    from .train import NonFiniteLossError
 
     return (ConfigError, CheckpointError, DataListError, EngineError, NonFiniteLossError)
 
@@ -59,6 +61,7 @@ def run_job(cfg, dist_info: du.DistInfo) -> dict:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())
+        report_unused(cfg, logger)  # rank 0 only: once per process group
     logger.info("output dir %s; %d process(es) on %s", cfg.OUTPUT_DIR, dist_info.world_size, dist_info.device.type)
     out = {}
     if cfg.TRAIN.ENABLE:
@@ -96,7 +99,7 @@ def _spawned_worker(local_rank: int, cfg, init_method: str, procs_per_node: int)
 def check_data_lists(cfg) -> None:
     """Read the lists the job will use before any process starts or any epoch runs, so a
     missing or malformed list is one clear error, not one per process (or one after training)."""
-    from video_gc.data.dataset import read_video_list
+    from video_gc.data.lists import read_video_list
 
     splits = (["train"] if cfg.TRAIN.ENABLE else []) + (["test"] if cfg.TEST.ENABLE else [])
     for split in splits:
@@ -148,7 +151,7 @@ def main(argv=None) -> int:
     if not 0 <= cfg.SHARD_ID < cfg.NUM_SHARDS:
         print(f"error: --shard_id {cfg.SHARD_ID} must be in [0, --num_shards {cfg.NUM_SHARDS})", file=sys.stderr)
         return 2
-    from video_gc.data.dataset import DataListError
+    from video_gc.data.lists import DataListError
 
     try:
         return launch(cfg, args.init_method)

@@ -14,11 +14,10 @@ import time
 
 import torch
 
+from .common import EngineError, class_names, load_test_weights, prepare_model, resolve_test_checkpoint
 from .distributed import DistInfo
-from .inference import prepare_for_inference
+from video_gc.inference import prepare_for_inference
 from .meters import ensemble_views
-from .test import class_names, load_test_weights, resolve_test_checkpoint
-from .train import EngineError, prepare_model
 
 
 class VideoInputError(EngineError):
@@ -90,10 +89,14 @@ def main_predict(cfg_file: str, video: str, *, checkpoint: str = "", opts=(), to
     import sys
 
     from video_gc.config import ConfigError, load_config
+    from video_gc.config.compat import report_unused
     from video_gc.utils.io import CheckpointError
+
+    from .logger import get_logger
 
     try:
         cfg = load_config(cfg_file, list(opts))
+        report_unused(cfg, get_logger())
         result = predict_video(cfg, video, checkpoint=checkpoint or None, top_k=top_k)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,12 +18,11 @@ import torch
 
 from . import checkpoint as cu
 from . import distributed as du
+from .common import EngineError, class_names, load_test_weights, prepare_model, resolve_test_checkpoint
 from .logger import get_logger, progress
 from .meters import confusion_matrix, ensemble_views, mean_class_accuracy, topk_accuracies, topk_correct
 from .plots import plot_confusion_matrix
-from .inference import prepare_for_inference
-from .train import EngineError, prepare_model
-from video_gc.utils.io import CheckpointError
+from video_gc.inference import prepare_for_inference
 
 logger = get_logger()
 
@@ -32,62 +31,12 @@ PREDICTIONS_FILE = "predictions.npz"
 CONFUSION_FILE = "confusion_matrix.png"
 
 
-def resolve_test_checkpoint(cfg) -> str:
-    """TEST.CHECKPOINT_FILE_PATH, else the newest valid checkpoint in OUTPUT_DIR; never nothing."""
-    path = cfg.TEST.CHECKPOINT_FILE_PATH
-    if path:
-        if not os.path.isfile(path):
-            raise EngineError(f"TEST.CHECKPOINT_FILE_PATH: file not found: {path}")
-        return path
-    found = cu.find_last_valid_checkpoint(cfg.OUTPUT_DIR)
-    if found is None:
-        raise EngineError(
-            f"no weights to test: TEST.CHECKPOINT_FILE_PATH is empty and {cu.checkpoint_dir(cfg.OUTPUT_DIR)} holds "
-            f"no usable checkpoint. Train first (TRAIN.ENABLE True) or set TEST.CHECKPOINT_FILE_PATH; "
-            f"video_gc never tests randomly initialised weights.")
-    return found[0]
-
-
-def load_test_weights(cfg, model, path: str) -> None:
-    """A video_gc checkpoint loads strictly; other layouts (TEST.CHECKPOINT_TYPE) go through the
-    weights importer, also strictly: testing half-loaded weights would be testing random ones."""
-    if cfg.TEST.CHECKPOINT_TYPE == "pytorch":
-        try:
-            cu.load_model_state(model, cu.read_checkpoint(path), path)
-            return
-        except CheckpointError:
-            pass  # e.g. a PySlowFast .pyth: same container, other names; the importer maps them
-    from video_gc.models.weights import import_weights
-
-    report = import_weights(cu.unwrap(model), path, fmt=cfg.TEST.CHECKPOINT_TYPE, inflate=False, strict=True,
-                            require_head=True, require_context=True)
-    logger.info("%s", report.format())
-
-
-def class_names(cfg) -> list[str]:
-    """Names from DATA.CLASS_NAMES_FILE (classids.json), else the class indices as text."""
-    from video_gc.prep.lists import PrepError, read_classids
-
-    path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.CLASS_NAMES_FILE)
-    try:
-        names = read_classids(path)
-    except PrepError as err:
-        logger.warning("class names unavailable (%s); using class indices", err)
-        names = []
-    if len(names) != cfg.MODEL.NUM_CLASSES:
-        if names:
-            logger.warning("%s lists %d classes but MODEL.NUM_CLASSES is %d; using class indices",
-                           path, len(names), cfg.MODEL.NUM_CLASSES)
-        names = [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
-    return names
-
-
 @torch.inference_mode()
 def score_videos(model, loader, *, method: str, show_progress: bool) -> dict:
     """This rank's per-video results: index, label, ensembled scores, correct views (top-1/top-5), views.
 
     ``model`` maps clips [N, 3, T, H, W] (any device) to float32 logits, e.g. an
-    :func:`video_gc.engine.inference.prepare_for_inference` model.
+    :func:`video_gc.inference.prepare_for_inference` model.
     """
     out = {"index": [], "label": [], "scores": [], "view_hits1": [], "view_hits5": [], "views": []}
     for batch in progress(loader, total=len(loader), desc="test", enabled=show_progress):

@@ -21,7 +21,8 @@ from torch import nn
 
 from . import checkpoint as cu
 from . import distributed as du
-from .inference import autocast_context
+from .common import EngineError, prepare_model
+from video_gc.models.layout import autocast_context
 from .logger import StatsWriter, get_logger, peak_memory_mb, progress, read_stats
 from .lr_policy import get_lr_at_epoch, set_lr
 from .meters import Timer, TrainMeter, topk_correct
@@ -33,10 +34,6 @@ logger = get_logger()
 
 class NonFiniteLossError(RuntimeError):
     """The loss (or, before a checkpoint, a parameter) became NaN or inf."""
-
-
-class EngineError(RuntimeError):
-    """A run that cannot go on for a reason the user can fix; the message says which."""
 
 
 def seed_everything(seed: int) -> None:
@@ -205,16 +202,6 @@ def precise_bn(cfg, *, loader, model: nn.Module, device) -> None:
 # ---------------------------------------------------------------------------
 # Set-up and the whole run
 # ---------------------------------------------------------------------------
-def prepare_model(cfg, dist_info: du.DistInfo) -> nn.Module:
-    """build_model on the run's device; SyncBN is checked against the device."""
-    from video_gc.models import build_model
-
-    model = build_model(cfg).to(dist_info.device)
-    if cfg.BN.NORM_TYPE == "sync_batchnorm" and dist_info.distributed and dist_info.device.type != "cuda":
-        raise EngineError("BN.NORM_TYPE sync_batchnorm needs CUDA devices; use batchnorm for CPU processes")
-    return model
-
-
 def wrap_ddp(model: nn.Module, dist_info: du.DistInfo) -> nn.Module:
     if not dist_info.distributed:
         return model

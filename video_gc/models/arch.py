@@ -8,7 +8,9 @@ ImageNet ResNet.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
+
+from video_gc.registry import ARCHS, DEPTHS
 
 Triple = Tuple[int, int, int]
 
@@ -35,19 +37,21 @@ class ArchSpec:
 
 _IMAGENET_POOL = ((1, 3, 3), (1, 2, 2), (0, 1, 1))
 
-ARCHS: Dict[str, ArchSpec] = {
-    # Slow-only 8x8: temporal convs only in res4 and res5.
-    "slow": ArchSpec(1, 1, _IMAGENET_POOL, ((1,), (1,), (3,), (3,)), 1),
-    # C2D 8x8 (PySlowFast): 2D convs, one temporal pool after res2 (T 8 -> 4).
-    "c2d": ArchSpec(1, 1, _IMAGENET_POOL, ((1,), (1,), (1,), (1,)), 2),
-    "c2d_nopool": ArchSpec(1, 1, _IMAGENET_POOL, ((1,), (1,), (1,), (1,)), 1),
-    # Non-local paper's 32-frame C2D: conv1 and pool1 halve T, then the res2 pool (32 -> 16 -> 8 -> 4).
-    "c2d_nl32": ArchSpec(1, 2, ((2, 3, 3), (2, 2, 2), (0, 1, 1)), ((1,), (1,), (1,), (1,)), 2),
-    # I3D (PySlowFast's table): 5x7x7 conv1, alternating 3x1x1 / 1x1x1 conv a.
-    "i3d": ArchSpec(5, 1, _IMAGENET_POOL, ((3,), (3, 1), (3, 1), (1, 3)), 2),
-}
+# Slow-only 8x8: temporal convs only in res4 and res5.
+_SLOW = ARCHS.register("slow", ArchSpec(1, 1, _IMAGENET_POOL, ((1,), (1,), (3,), (3,)), 1))
+# C2D 8x8 (PySlowFast): 2D convs, one temporal pool after res2 (T 8 -> 4).
+ARCHS.register("c2d", ArchSpec(1, 1, _IMAGENET_POOL, ((1,), (1,), (1,), (1,)), 2))
+ARCHS.register("c2d_nopool", ArchSpec(1, 1, _IMAGENET_POOL, ((1,), (1,), (1,), (1,)), 1))
+# Non-local paper's 32-frame C2D: conv1 and pool1 halve T, then the res2 pool (32 -> 16 -> 8 -> 4).
+ARCHS.register("c2d_nl32", ArchSpec(1, 2, ((2, 3, 3), (2, 2, 2), (0, 1, 1)), ((1,), (1,), (1,), (1,)), 2))
+# I3D (PySlowFast's table): 5x7x7 conv1, alternating 3x1x1 / 1x1x1 conv a.
+ARCHS.register("i3d", ArchSpec(5, 1, _IMAGENET_POOL, ((3,), (3, 1), (3, 1), (1, 3)), 2))
 # Older PySlowFast YAMLs (SLOWONLY_*) call the Slow-only network "slowonly".
-ARCHS["slowonly"] = ARCHS["slow"]
+ARCHS.register("slowonly", _SLOW)
+
+# RESNET.DEPTH -> bottleneck blocks per stage res2..res5.
+DEPTHS.register(50, (3, 4, 6, 3))
+DEPTHS.register(101, (3, 4, 23, 3))
 
 
 def stage_temporal_kernels(spec_kernels: Sequence[int], num_blocks: int, num_temp_blocks: int) -> list:

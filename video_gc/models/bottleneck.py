@@ -18,6 +18,10 @@ from torch import nn
 
 NormFactory = Callable[[int], nn.Module]
 
+# Where a context block can sit: inside branch2 (at its inner width) or on the residual block.
+BRANCH_POSITIONS = ("after_conv1", "after_conv2")
+RESIDUAL_POSITIONS = ("after1x1", "afterAdd")
+
 
 class BottleneckTransform(nn.Module):
     """Residual branch ``branch2``: a (kt x 1 x 1) -> b (1 x 3 x 3) -> c (1 x 1 x 1).
@@ -65,8 +69,8 @@ class BottleneckTransform(nn.Module):
         self.c = nn.Conv3d(dim_inner, dim_out, kernel_size=1, bias=False)
         self.c_bn = norm_module(dim_out)
         if cgd is not None:
-            if cgd_position not in ("after_conv1", "after_conv2"):
-                raise ValueError(f"cgd_position: invalid value {cgd_position!r}; allowed values: after_conv1, after_conv2")
+            if cgd_position not in BRANCH_POSITIONS:
+                raise ValueError(f"cgd_position: invalid value {cgd_position!r}; allowed values: {', '.join(BRANCH_POSITIONS)}")
             self.cgd = cgd
         self.cgd_position = cgd_position if cgd is not None else None
 
@@ -113,8 +117,9 @@ class ResBlock(nn.Module):
         self.branch2 = branch2
         self.relu = nn.ReLU(inplace=inplace_relu)
         if context is not None:
-            if context_position not in ("after1x1", "afterAdd"):
-                raise ValueError(f"context_position: invalid value {context_position!r}; allowed values: after1x1, afterAdd")
+            if context_position not in RESIDUAL_POSITIONS:
+                raise ValueError(
+                    f"context_position: invalid value {context_position!r}; allowed values: {', '.join(RESIDUAL_POSITIONS)}")
             self.context = context
         self.context_position = context_position if context is not None else None
         if nonlocal_block is not None:

@@ -12,10 +12,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..config import STAGE_DEPTHS, ConfigError
-from .arch import ARCHS, stage_num_frames, stage_temporal_kernels
-from .blocks import build_context_block
-from .blocks.non_local import NonLocalBlock
+from video_gc.registry import ARCHS, BLOCKS, DEPTHS
+
+from ..config import ConfigError
+from .arch import stage_num_frames, stage_temporal_kernels
+from .blocks import block_spec
+from .bottleneck import BRANCH_POSITIONS
 from .bottleneck import BottleneckTransform, ResBlock
 from .head import ResNetHead
 from .stem import VideoStem
@@ -84,34 +86,31 @@ def init_weights(model: nn.Module, *, fc_init_std: float = 0.01, zero_init_final
     visit(model, "")
 
 
-def _context_position(context_type: str, position: str) -> str:
-    if position != "default":
-        return position
-    return "after_conv1" if context_type == "cgd" else "after1x1"
-
-
 def _build_stage(cfg, s: int, dim_in: int, num_frames: int, norm: Callable[[int], nn.Module]) -> nn.Sequential:
     """Stage res{s + 2}: its bottlenecks with the configured context / NL blocks."""
     spec = ARCHS[cfg.MODEL.ARCH]
-    num_blocks = STAGE_DEPTHS[cfg.RESNET.DEPTH][s]
+    num_blocks = DEPTHS[cfg.RESNET.DEPTH][s]
     width = cfg.RESNET.WIDTH_PER_GROUP
     dim_out = width * 4 * 2**s
     dim_inner = cfg.RESNET.NUM_GROUPS * width * 2**s
     kernels = stage_temporal_kernels(spec.temporal_kernels[s], num_blocks, cfg.RESNET.NUM_BLOCK_TEMP_KERNEL[s][0])
-    context_type = cfg.CONTEXT.TYPE
-    position = _context_position(context_type, cfg.CONTEXT.POSITION)
+    context = block_spec(cfg.CONTEXT)
+    position = None
+    if context is not None:
+        position = context.default_position if cfg.CONTEXT.POSITION == "default" else cfg.CONTEXT.POSITION
     nl_indices = set(cfg.NONLOCAL.LOCATION[s][0])
-    ctx_indices = set(cfg.CONTEXT.LOCATION[s]) if context_type != "none" else set()
+    ctx_indices = set(cfg.CONTEXT.LOCATION[s]) if context is not None else set()
+    # A block inside branch2 sees the inner width; one on the residual block, the output width.
+    in_branch = position in BRANCH_POSITIONS
     blocks = []
     for i in range(num_blocks):
         stride = cfg.RESNET.SPATIAL_STRIDES[s][0] if i == 0 else 1
         block_in = dim_in if i == 0 else dim_out
-        # CGD gates the inner width inside branch2; the GCNet family and NA see the block's output width.
-        cgd = build_context_block(cfg.CONTEXT, dim_inner, num_frames) if i in ctx_indices and context_type == "cgd" else None
-        context = build_context_block(cfg.CONTEXT, dim_out, num_frames) if i in ctx_indices and cgd is None else None
+        gate = context.build(cfg.CONTEXT, dim_inner, num_frames) if i in ctx_indices and in_branch else None
+        block = context.build(cfg.CONTEXT, dim_out, num_frames) if i in ctx_indices and not in_branch else None
         nonlocal_block = None
         if i in nl_indices:
-            nonlocal_block = NonLocalBlock(
+            nonlocal_block = BLOCKS["nonlocal"].build(
                 dim_out, dim_out // 2, instantiation=cfg.NONLOCAL.INSTANTIATION, pool_size=cfg.NONLOCAL.POOL[s][0],
                 zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN, bn_momentum=cfg.BN.MOMENTUM,
             )
@@ -119,12 +118,12 @@ def _build_stage(cfg, s: int, dim_in: int, num_frames: int, norm: Callable[[int]
             dim_in=block_in, dim_inner=dim_inner, dim_out=dim_out, temporal_kernel=kernels[i], stride=stride,
             num_groups=cfg.RESNET.NUM_GROUPS, stride_1x1=cfg.RESNET.STRIDE_1X1,
             dilation=cfg.RESNET.SPATIAL_DILATIONS[s][0], norm_module=norm, inplace_relu=cfg.RESNET.INPLACE_RELU,
-            cgd=cgd, cgd_position=position if cgd is not None else "after_conv1",
+            cgd=gate, cgd_position=position if gate is not None else "after_conv1",
         )
         blocks.append(ResBlock(
             branch2=branch2, dim_in=block_in, dim_out=dim_out, stride=stride, norm_module=norm,
-            inplace_relu=cfg.RESNET.INPLACE_RELU, context=context,
-            context_position=position if context is not None else "after1x1", nonlocal_block=nonlocal_block,
+            inplace_relu=cfg.RESNET.INPLACE_RELU, context=block,
+            context_position=position if block is not None else "after1x1", nonlocal_block=nonlocal_block,
         ))
     return nn.Sequential(*blocks)
 

@@ -13,9 +13,11 @@ import time
 
 import numpy as np
 
-from video_gc.prep.lists import PrepError, atomic_write_text, iter_list_entries, write_report
+from video_gc.data.lists import read_list_entries
+from video_gc.prep.lists import PrepError, write_report
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import VideoInfo, probe_video
+from video_gc.utils.io import atomic_write_text
 
 
 def _probe_with(job: tuple[str, str]) -> VideoInfo:
@@ -52,14 +54,6 @@ def probe_decord(path: str) -> VideoInfo:
     return info
 
 
-def read_list_lines(list_path: str, separator: str = " ") -> list[tuple[int, str, str]]:
-    """(line number, video path as written, label text verbatim) for each entry."""
-    entries = list(iter_list_entries(list_path, separator))
-    if not entries:
-        raise PrepError(f"{list_path}: the list is empty")
-    return entries
-
-
 def _distribution(values: list[float]) -> str:
     if not values:
         return "-"
@@ -76,9 +70,9 @@ def check_list(list_path: str, output: str | None = None, prefix: str = "", sepa
     """
     if backend not in ("pyav", "decord"):
         raise PrepError(f"backend must be pyav or decord, got {backend!r}")
-    entries = read_list_lines(list_path, separator)
-    root = prefix or os.path.dirname(os.path.abspath(list_path))
-    paths = [os.path.join(root, rel) for _, rel, _ in entries]
+    # Labels are copied to the cleaned list as written: a list may be checked before its labels are numbered.
+    entries = read_list_entries(list_path, separator=separator, prefix=prefix, integer_labels=False)
+    paths = [entry.path for entry in entries]
     start = time.time()
     probes = {info.path: info for info in imap_progress(_probe_with, [(p, backend) for p in dict.fromkeys(paths)],
                                                          workers=workers, desc="check")}
@@ -88,7 +82,7 @@ def check_list(list_path: str, output: str | None = None, prefix: str = "", sepa
         raise PrepError(f"--output {output} would overwrite the list being checked")
     out_dir = os.path.dirname(os.path.abspath(output))
     kept, bad = [], []
-    for (number, rel, label), path in zip(entries, paths):
+    for number, rel, path, label in entries:
         info = probes[path]
         if info.error == "missing":
             status, reason = "missing", "file not found"

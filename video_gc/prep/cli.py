@@ -1,4 +1,4 @@
-"""What the data_prep/ scripts share: the parser with its example, the resize options, PrepError -> exit 1."""
+"""What the data_prep/ scripts share: the parser with its example, the resize options, bad input -> exit 1."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Callable
 
+from video_gc.data.lists import DataListError
 from video_gc.prep.lists import PrepError
 
 
@@ -27,7 +28,7 @@ def run(step: Callable[[], object]) -> int:
     """Run a preparation step; bad input prints ``error: ...`` (file, line) and exits 1, no traceback."""
     try:
         step()
-    except PrepError as err:
+    except (PrepError, DataListError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

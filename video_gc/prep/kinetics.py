@@ -21,9 +21,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from video_gc.prep.lists import (PrepError, VIDEO_EXTENSIONS, folder_names, read_classids, write_classids,
-                                 write_list, write_report, atomic_write_text)
+from video_gc.data.lists import find_videos, read_classids, write_classids, write_list
+from video_gc.prep.lists import PrepError, folder_names, write_report
 from video_gc.prep.resize import DEFAULT_SHORT_SIDE, ResizeJob, count_status, describe_counts, run_jobs
+from video_gc.utils.io import atomic_write_text
 
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validate": "val", "validation": "val",
@@ -108,17 +109,9 @@ def read_annotations(path: str) -> list[Annotation]:
 
 def index_videos(root: str) -> dict[str, str]:
     """Map file stems (YouTube ids or trimmed clip names) to paths; the first one (sorted) wins."""
-    if not os.path.isdir(root):
-        raise PrepError(f"video folder not found: {root}")
     found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS and not stem.endswith(".partial"):
-                found.setdefault(stem, os.path.join(dirpath, name))
-    if not found:
-        raise PrepError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
+    for path in find_videos(root):
+        found.setdefault(os.path.splitext(os.path.basename(path))[0], path)
     return found
 
 

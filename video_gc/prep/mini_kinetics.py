@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import re
 
+from video_gc.data.lists import VIDEO_EXTENSIONS, read_classids, read_list, read_text_lines, write_classids, write_list
 from video_gc.prep.kinetics import CLIP_NAME, split_table
-from video_gc.prep.lists import (VIDEO_EXTENSIONS, PrepError, read_classids, read_list, read_text_lines,
-                                 write_classids, write_list, write_report)
+from video_gc.prep.lists import PrepError, write_report
 
 
 def read_class_list(path: str, known: list[str]) -> list[str]:
@@ -69,7 +69,7 @@ def kinetics_clips(kinetics_dir: str) -> tuple[list[str], dict[str, tuple[str, s
     for list_path in lists:
         if not os.path.isfile(list_path):
             continue
-        for rel, label in read_list(list_path):
+        for rel, label in read_list(list_path, allow_empty=True):  # an empty split adds no clips
             stem = os.path.splitext(os.path.basename(rel))[0]
             match = CLIP_NAME.match(stem)
             clips.setdefault(match.group("id") if match else stem,

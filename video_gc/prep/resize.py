@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import av
 
-from video_gc.prep.lists import PrepError, find_videos, write_report
+from video_gc.data.lists import find_videos
+from video_gc.prep.lists import PrepError, write_report
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import probe_video
 from video_gc.utils.video_io import VideoWriter

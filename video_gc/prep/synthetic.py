@@ -20,9 +20,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from video_gc.prep.lists import PrepError, atomic_write_text, safe_name, write_classids, write_list
+from video_gc.data.lists import write_classids, write_list
+from video_gc.prep.lists import PrepError, safe_name
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import probe_video
+from video_gc.utils.io import atomic_write_text
 from video_gc.utils.video_io import write_video
 
 # Motion axes: (name when played forward, name when played backwards).

@@ -17,7 +17,8 @@ import os
 import time
 
 from video_gc.prep.kinetics import format_summary
-from video_gc.prep.lists import PrepError, find_videos, read_text_lines, write_classids, write_list, write_report
+from video_gc.data.lists import find_videos, read_text_lines, write_classids, write_list
+from video_gc.prep.lists import PrepError, write_report
 from video_gc.prep.resize import DEFAULT_SHORT_SIDE, ResizeJob, count_status, run_jobs
 
 SPLITS = (1, 2, 3)

@@ -1,4 +1,4 @@
-"""Safe, atomic checkpoint I/O.
+"""Safe, atomic checkpoint (and text file) I/O.
 
 Every checkpoint in video_gc is read with ``torch.load(weights_only=True)``, so
 no code in a file can run, and written to a temporary name and renamed, so an
@@ -55,3 +55,12 @@ def atomic_save(obj: Any, path: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a text file under a temporary name in the same folder, then rename it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    tmp = f"{path}.partial"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)

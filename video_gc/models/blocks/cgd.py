@@ -31,14 +31,18 @@ softmax runs over all C*T entries, and the gate is [N, C, T, 1, 1].
 
 Parameters: K = C (shared) or C*T (unshared) per w and per b, so 2K for v1-v7
 and 6K for the cascades v8-v10 (6C = 3,072 for v10 at C = 512, whatever T).
+
+The official code's explicit form has two switches, kept here: ``nonlinear``
+(the tanh of every descriptor; off, D(g, f) = g <f, w> + b and X_hat = X (1 + z)
+with that linear z) and ``bias`` (the b vectors; off, half the parameters).
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..fast import is_channels_last_3d
+from ..layout import is_channels_last_3d
 
 # Table 2: (g, f) as poolings, and for the cascades as the descriptors whose outputs are g and f.
 _SIMPLE: Dict[str, Tuple[str, str]] = {
@@ -83,10 +87,14 @@ class CompactGlobalDescriptor(nn.Module):
             descriptors keep Xavier weights: with them at zero too, a and m stay
             0 and no gradient reaches w0, w1, w2 (only b2 would learn). False
             (default) follows the official code: Xavier-uniform w, zero b.
+        nonlinear: tanh on every descriptor (default); False drops it.
+        bias: a bias b per descriptor (default); False drops them.
 
     Probe: ``gate_probe`` sees 1 + tanh(z), [N, C, 1, 1, 1] shared or
     [N, C, T, 1, 1] unshared.
     """
+
+    is_context_block = True  # kept whole (one opaque call) by the inference rewrite
 
     def __init__(
         self,
@@ -95,6 +103,8 @@ class CompactGlobalDescriptor(nn.Module):
         variant: str = "v10",
         share_temporal: bool = True,
         zero_init: bool = False,
+        nonlinear: bool = True,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -109,28 +119,18 @@ class CompactGlobalDescriptor(nn.Module):
         self.variant = variant
         self.share_temporal = share_temporal
         self.zero_init = zero_init
+        self.nonlinear = nonlinear
+        self.has_bias = bias
         size = dim if share_temporal else dim * num_frames
         names = ("w0", "b0", "w1", "b1", "w2", "b2") if variant in _CASCADES else ("w", "b")
         for name in names:
-            self.register_parameter(name, nn.Parameter(torch.empty(size)))
+            keep = bias or name.startswith("w")
+            self.register_parameter(name, nn.Parameter(torch.empty(size)) if keep else None)
         # The spatial poolings (avg / max) this variant reads; the others are not computed.
         kinds = [kind for v in _CASCADES.get(variant, (variant,)) for kind in _SIMPLE[v]]
         self._bases = tuple(base for base in _REDUCE if any(kind.endswith(base) for kind in kinds))
         self.gate_probe = nn.Identity()
-        # Inference only (``fuse_for_inference``): the eval BN (scale, shift) and ReLU that follow.
-        self.register_buffer("epilogue_scale", None, persistent=False)
-        self.register_buffer("epilogue_shift", None, persistent=False)
-        self.epilogue_relu = False
         self.reset_parameters()
-
-    def fuse_epilogue(self, scale: torch.Tensor, shift: torch.Tensor, relu: bool = False) -> None:
-        """Inference only: return ``act(x * gate * scale + shift)``, the eval-mode BN
-        (``scale``, ``shift`` per channel) and optional ReLU after this block, written
-        into x (no new buffers) when autograd does not need x; the rewrite fuses only
-        where nothing else reads x. Equal up to float rounding."""
-        self.epilogue_scale = scale.detach().reshape(1, -1, 1, 1, 1).clone()
-        self.epilogue_shift = shift.detach().reshape(1, -1, 1, 1, 1).clone()
-        self.epilogue_relu = relu
 
     def reset_parameters(self) -> None:
         """Xavier-uniform w (a 1 x K map: bound sqrt(6 / (K + 1))), zero b;
@@ -142,17 +142,19 @@ class CompactGlobalDescriptor(nn.Module):
             else:
                 nn.init.xavier_uniform_(param.view(1, -1))
 
-    def _simple(self, bases: Dict[str, torch.Tensor], variant: str, w: torch.Tensor, b: torch.Tensor, outer: bool):
+    def _simple(self, bases: Dict[str, torch.Tensor], variant: str, w: torch.Tensor, b: Optional[torch.Tensor],
+                outer: bool):
         g_kind, f_kind = _SIMPLE[variant]
         pre = _descriptor(_pool(bases, g_kind), _pool(bases, f_kind), w)
         return self._finish(pre, b, outer)
 
-    @staticmethod
-    def _finish(pre: torch.Tensor, b: torch.Tensor, outer: bool) -> torch.Tensor:
+    def _finish(self, pre: torch.Tensor, b: Optional[torch.Tensor], outer: bool) -> torch.Tensor:
         # The outer descriptor sums over frames (Eq. 12) before its bias.
         if outer:
             pre = pre.sum(dim=1, keepdim=True)
-        return torch.tanh(pre + b)
+        if b is not None:
+            pre = pre + b
+        return torch.tanh(pre) if self.nonlinear else pre
 
     def _tanh_z(self, bases: Dict[str, torch.Tensor]) -> torch.Tensor:
         """tanh(z) as [N, 1, K] from the [N, F, K] poolings."""
@@ -163,7 +165,8 @@ class CompactGlobalDescriptor(nn.Module):
         f = self._simple(bases, f_variant, self.w1, self.b1, outer=False)
         return self._finish(_descriptor(g, f, self.w2), self.b2, outer=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate 1 + tanh(z) of Eq. 11: [N, C, 1, 1, 1] shared, [N, C, T, 1, 1] unshared."""
         n, c, t = x.shape[:3]
         if c != self.dim:
             raise ValueError(f"CompactGlobalDescriptor: expected {self.dim} channels, got {c}")
@@ -186,18 +189,22 @@ class CompactGlobalDescriptor(nn.Module):
             tanh_z = tanh_z.view(n, c, 1, 1, 1)
         else:
             tanh_z = tanh_z.view(n, t, c).transpose(1, 2).reshape(n, c, t, 1, 1)
-        gate = self.gate_probe(1 + tanh_z)
-        if self.epilogue_scale is None:
-            return x * gate
-        # In-place mul_ / add_ / relu_: on the CPU ~3x faster than one addcmul over the same memory.
-        scale = (gate * self.epilogue_scale).to(x.dtype)
-        out = x * scale if torch.is_grad_enabled() and x.requires_grad else x.mul_(scale)
-        out = out.add_(self.epilogue_shift.to(x.dtype))
-        return out.relu_() if self.epilogue_relu else out
+        return self.gate_probe(1 + tanh_z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, variant={self.variant}, share_temporal={self.share_temporal}, "
-            f"num_frames={self.num_frames}, zero_init={self.zero_init}"
+            f"num_frames={self.num_frames}, zero_init={self.zero_init}, nonlinear={self.nonlinear}, "
+            f"bias={self.has_bias}"
         )
 
+
+def build(context_cfg, dim: int, num_frames: int) -> CompactGlobalDescriptor:
+    """The CGD of CONTEXT.CGD for ``dim`` channels at a stage with ``num_frames`` frames."""
+    cgd = context_cfg.CGD
+    return CompactGlobalDescriptor(dim, num_frames=num_frames, variant=cgd.VARIANT,
+                                   share_temporal=cgd.SHARE_TEMPORAL, zero_init=cgd.ZERO_INIT,
+                                   nonlinear=cgd.NONLINEAR, bias=cgd.BIAS)

@@ -11,24 +11,38 @@ with three interchangeable steps, each a constructor argument:
   simplified NL block, Eq. 3) or ``bottleneck`` (W_v1: C -> P, optional LayerNorm
   over P, ReLU, W_v2: P -> C, with P = round(C * ratio); Eq. 5);
 - fusion ``fusion`` (F): ``add`` (x + delta) or ``mul`` (x * sigmoid(delta), SE's
-  rescaling; the sigmoid is SE's last transform step).
+  rescaling; the sigmoid is SE's last transform step), or both, as GCNet's
+  released code allows: each fusion then has its own transform, and the block
+  multiplies first, then adds: z = x * sigmoid(delta_mul) + delta_add.
 
 ``GlobalContextBlock.preset`` builds the named instantiations: ``gc`` (Eq. 5),
-``snl`` (Eq. 3), ``se`` (SE block) and the Table 2(f) ablations ``avg_add`` and
+``snl``, ``se`` (SE block) and the Table 2(f) ablations ``avg_add`` and
 ``att_mul`` ("att+scale").
+
+SNL is the simplified non-local block. Eq. 2 writes it with W_v inside the sum,
+
+    z_i = x_i + sum_j alpha_j (W_v x_j),   alpha_j = exp(W_k x_j) / sum_m exp(W_k x_m),
+
+and as alpha sums to 1 this equals Eq. 3, z_i = x_i + W_v sum_j alpha_j x_j: the
+weights pool x first and W_v runs once per clip, not at every position. That is
+``snl`` here: att pooling, a single C x C ``conv`` transform, add fusion.
 """
 
 from collections import OrderedDict
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ..fast import is_channels_last_3d, no_autocast
+from ..layout import is_channels_last_3d
 
-_POOLINGS = ("att", "avg")
-_TRANSFORMS = ("conv", "bottleneck")
-_FUSIONS = ("add", "mul")
+POOLINGS = ("att", "avg")
+TRANSFORMS = ("conv", "bottleneck")
+FUSIONS = ("add", "mul")
+# Which fusion branches start with their last conv zeroed: add only (an add block starts as
+# the identity; a zeroed mul branch would halve x through sigmoid(0) = 0.5), every branch
+# (GCNet's released code), or none.
+ZERO_INITS = ("add", "all", "none")
 
 # name -> (pooling, transform, layer_norm, fusion, default ratio or None when the
 # transform has no bottleneck). SE uses its own paper's r = 16 and no LayerNorm;
@@ -56,19 +70,23 @@ class GlobalContextBlock(nn.Module):
         transform: ``bottleneck`` | ``conv``.
         ratio: bottleneck width P = round(C * ratio) (ignored by ``conv``).
         layer_norm: LayerNorm (with affine) over the P bottleneck channels, before ReLU.
-        fusion: ``add`` | ``mul``.
-        zero_init_last: zero the last transform conv (weight and bias). None (the
-            default) means "for add fusion": the add block then starts as the
-            identity, while a mul block keeps PyTorch's default conv init (SE's
-            own; a zero conv there would halve x through sigmoid(0) = 0.5).
+        fusion: ``add`` | ``mul``, or a list of them; with both, each has its own
+            transform (``transform_mul``, ``transform_add``) and mul is applied first.
+        zero_init: which fusion branches start with their last conv zeroed (weight
+            and bias): ``add`` (default: an add block starts as the identity, a mul
+            block keeps PyTorch's default conv init, SE's own), ``all`` (GCNet's
+            released code; a mul branch then starts at x * 0.5) or ``none``.
 
     Parameters: ``att`` adds C + 1 (W_k); ``conv`` C^2 + C; ``bottleneck``
-    2CP + C + P, plus 2P with LayerNorm. GC (Eq. 5) = 2CP + 2C + 3P + 1; SNL = C^2 + 2C + 1.
+    2CP + C + P, plus 2P with LayerNorm, per fusion branch. GC (Eq. 5) = 2CP + 2C + 3P + 1;
+    SNL = C^2 + 2C + 1.
     W_k's bias is kept for these counts and for checkpoint compatibility, although
     the softmax's shift invariance gives it an exactly zero gradient.
 
     Probe: ``attention_probe`` sees alpha [N, 1, T*H*W] (att pooling only).
     """
+
+    is_context_block = True  # kept whole (one opaque call) by the inference rewrite
 
     def __init__(
         self,
@@ -77,38 +95,61 @@ class GlobalContextBlock(nn.Module):
         transform: str = "bottleneck",
         ratio: float = 0.25,
         layer_norm: bool = True,
-        fusion: str = "add",
-        zero_init_last: Optional[bool] = None,
+        fusion: Union[str, Sequence[str]] = "add",
+        zero_init: str = "add",
     ) -> None:
         super().__init__()
-        _check("pooling", pooling, _POOLINGS)
-        _check("transform", transform, _TRANSFORMS)
-        _check("fusion", fusion, _FUSIONS)
+        _check("pooling", pooling, POOLINGS)
+        _check("transform", transform, TRANSFORMS)
+        _check("zero_init", zero_init, ZERO_INITS)
+        fusions = (fusion,) if isinstance(fusion, str) else tuple(fusion)
+        for name in fusions:
+            _check("fusion", name, FUSIONS)
+        if not fusions or len(set(fusions)) != len(fusions):
+            raise ValueError(f"GlobalContextBlock: fusion needs add, mul or both, once each; got {fusion!r}")
         self.dim = dim
         self.pooling = pooling
-        self.fusion = fusion
-        self.zero_init_last = fusion == "add" if zero_init_last is None else zero_init_last
+        # Application order: multiply first, then add (GCNet's released code).
+        self.fusions = tuple(f for f in ("mul", "add") if f in fusions)
+        self.zero_init = zero_init
 
         if pooling == "att":
             self.conv_k = nn.Conv3d(dim, 1, kernel_size=1)
         # Present for every pooling so analysis tools find the block; fires for att only.
         self.attention_probe = nn.Identity()
-        if transform == "conv":
-            self.hidden = None
-            layers = OrderedDict(conv_v=nn.Conv3d(dim, dim, kernel_size=1))
+        self.hidden = None if transform == "conv" else max(1, int(round(dim * ratio)))
+        if len(self.fusions) == 1:
+            self.transform = self._transform(dim, layer_norm)
         else:
-            self.hidden = max(1, int(round(dim * ratio)))
-            layers = OrderedDict(conv_v1=nn.Conv3d(dim, self.hidden, kernel_size=1))
-            if layer_norm:
-                # One normalisation over the P channels of the [P, 1, 1, 1] context.
-                layers["ln"] = nn.LayerNorm([self.hidden, 1, 1, 1])
-            layers["relu"] = nn.ReLU(inplace=True)
-            layers["conv_v2"] = nn.Conv3d(self.hidden, dim, kernel_size=1)
-        self.transform = nn.Sequential(layers)
+            self.transform_mul = self._transform(dim, layer_norm)
+            self.transform_add = self._transform(dim, layer_norm)
         self.reset_parameters()
 
+    def _transform(self, dim: int, layer_norm: bool) -> nn.Sequential:
+        """delta: one C x C conv (``conv``) or C -> P [-> LayerNorm] -> ReLU -> C (``bottleneck``)."""
+        if self.hidden is None:
+            return nn.Sequential(OrderedDict(conv_v=nn.Conv3d(dim, dim, kernel_size=1)))
+        layers = OrderedDict(conv_v1=nn.Conv3d(dim, self.hidden, kernel_size=1))
+        if layer_norm:
+            # One normalisation over the P channels of the [P, 1, 1, 1] context.
+            layers["ln"] = nn.LayerNorm([self.hidden, 1, 1, 1])
+        layers["relu"] = nn.ReLU(inplace=True)
+        layers["conv_v2"] = nn.Conv3d(self.hidden, dim, kernel_size=1)
+        return nn.Sequential(layers)
+
+    @property
+    def fusion(self) -> str:
+        """The fusion steps in application order: ``add``, ``mul`` or ``mul+add``."""
+        return "+".join(self.fusions)
+
+    def branches(self) -> tuple:
+        """(fusion, transform) pairs in application order."""
+        if len(self.fusions) == 1:
+            return ((self.fusions[0], self.transform),)
+        return (("mul", self.transform_mul), ("add", self.transform_add))
+
     @classmethod
-    def preset(cls, name: str, dim: int, ratio: Optional[float] = None) -> "GlobalContextBlock":
+    def preset(cls, name: str, dim: int, ratio: Optional[float] = None, zero_init: str = "add") -> "GlobalContextBlock":
         """A named instantiation (see ``PRESETS``); ``ratio`` overrides the
         preset's bottleneck ratio (SNL has no bottleneck and ignores it)."""
         _check("preset", name, tuple(PRESETS))
@@ -121,22 +162,23 @@ class GlobalContextBlock(nn.Module):
             ratio=ratio if ratio is not None else 1.0,
             layer_norm=layer_norm,
             fusion=fusion,
+            zero_init=zero_init,
         )
 
     def reset_parameters(self) -> None:
         """W_k: Kaiming-normal (fan_in) with zero bias (GCNet's code); transform
-        convs and LayerNorm: PyTorch defaults; the last transform conv zeroed
-        when ``zero_init_last``."""
+        convs and LayerNorm: PyTorch defaults; the last conv of the branches that
+        ``zero_init`` names zeroed."""
         if self.pooling == "att":
             nn.init.kaiming_normal_(self.conv_k.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(self.conv_k.bias)
-        for module in self.transform:
-            if isinstance(module, (nn.Conv3d, nn.LayerNorm)):
-                module.reset_parameters()
-        if self.zero_init_last:
-            last = self.transform[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+        for fusion, transform in self.branches():
+            for module in transform:
+                if isinstance(module, (nn.Conv3d, nn.LayerNorm)):
+                    module.reset_parameters()
+            if self.zero_init == "all" or self.zero_init == fusion:
+                nn.init.zeros_(transform[-1].weight)
+                nn.init.zeros_(transform[-1].bias)
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """Context modeling: sum_j alpha_j x_j as [N, C, 1, 1, 1]."""
@@ -150,51 +192,35 @@ class GlobalContextBlock(nn.Module):
             logits = torch.matmul(rows, self.conv_k.weight.view(c, 1)).transpose(1, 2) + self.conv_k.bias
         else:
             logits = self.conv_k(x).view(n, 1, -1)
-        return self._attend(logits, rows).view(n, c, 1, 1, 1)
+        return self.attention_pool(logits, rows).view(n, c, 1, 1, 1)
 
-    def _attend(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def attention_pool(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """sum_j alpha_j rows_j as [N, 1, K], alpha = softmax(logits [N, 1, THW]); rows [N, THW, K]."""
         alpha = self.attention_probe(torch.softmax(logits, dim=-1))
         # One [N, 1, THW] x [N, THW, K] matmul (counted by FLOP counters).
         return torch.bmm(alpha, rows)
 
-    def position_key(self, weight: torch.Tensor):
-        """W_k W [C_in] for a 1x1x1 conv's weight W [C, C_in] (att pooling; None for avg):
-        the att logit of y = W h + b at a position is <W_k W, h> + a constant."""
-        if self.pooling == "avg":
-            return None
-        return (self.conv_k.weight.detach().view(1, -1).to(weight.dtype) @ weight).view(-1)
-
-    def fold_pointwise_conv(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, key):
-        """Inference: this block on y = W h + b (a 1x1x1 conv; W [C, C_in] and b in the
-        statistics' precision, float32 or wider) as the per-sample channel affine
-        ``(scale, shift)``, read from h: (None, delta) for add fusion, (sigmoid(delta),
-        None) for mul.
-
-        Both poolings are linear in y: avg(y) = W avg(h) + b; the att logits are
-        W_k y + b_k = <key, h> + a constant that the softmax drops (``key =
-        position_key(W)``), and as alpha sums to 1, sum_j alpha_j y_j = W (sum_j
-        alpha_j h_j) + b. So context modeling reads the conv's input h (C_in = C / 4
-        channels in a bottleneck) instead of y, and the fusion becomes a bias / scale
-        of the conv itself. Equal to ``self(y)`` up to float rounding; [N, C] results.
-        """
-        n, c_in = h.shape[:2]
-        with no_autocast(h):
-            rows = h.reshape(n, c_in, -1).transpose(1, 2)  # [N, THW, C_in], a view in either layout
-            rows = rows if rows.dtype == weight.dtype else rows.to(weight.dtype)
-            if key is None:
-                pooled = rows.mean(dim=1)
-            else:
-                pooled = self._attend(torch.matmul(rows, key).unsqueeze(1), rows).squeeze(1)
-            delta = self.transform(torch.addmm(bias, pooled, weight.t()).view(n, -1, 1, 1, 1)).view(n, -1)
-        return (None, delta) if self.fusion == "add" else (torch.sigmoid(delta), None)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        delta = self.transform(self.context(x))
-        if self.fusion == "add":
-            return x + delta
-        return x * torch.sigmoid(delta)
+        context = self.context(x)
+        for fusion, transform in self.branches():
+            delta = transform(context)
+            x = x * torch.sigmoid(delta) if fusion == "mul" else x + delta
+        return x
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, pooling={self.pooling}, hidden={self.hidden}, fusion={self.fusion}"
 
+
+def build_preset(name: str, context_cfg, dim: int, num_frames: int) -> GlobalContextBlock:
+    """The ``name`` preset; ``gc``, ``avg_add`` and ``att_mul`` take CONTEXT.GC.RATIO. ``se``
+    keeps the SE paper's r = 16 (CONTEXT.GC.RATIO defaults to GCNet's video 1/4, not SE's);
+    an SE block of another ratio is TYPE ``custom`` with avg / bottleneck / no LayerNorm / mul."""
+    return GlobalContextBlock.preset(name, dim, ratio=None if name == "se" else context_cfg.GC.RATIO,
+                                     zero_init=context_cfg.GC.ZERO_INIT)
+
+
+def build_custom(context_cfg, dim: int, num_frames: int) -> GlobalContextBlock:
+    """A block with every step from CONTEXT.GC."""
+    gc = context_cfg.GC
+    return GlobalContextBlock(dim, pooling=gc.POOLING, transform=gc.TRANSFORM, ratio=gc.RATIO,
+                              layer_norm=gc.LAYER_NORM, fusion=gc.FUSION, zero_init=gc.ZERO_INIT)

@@ -19,6 +19,7 @@ from torch import nn
 _INSTANTIATIONS = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 # PySlowFast calls the scaled embedded Gaussian "softmax".
 _ALIASES = {"softmax": "embedded_gaussian"}
+INSTANTIATIONS = _INSTANTIATIONS + tuple(_ALIASES)  # every name the constructor accepts
 
 
 class NonLocalBlock(nn.Module):
@@ -55,6 +56,8 @@ class NonLocalBlock(nn.Module):
     (t, h, w) order); ``output_probe`` sees BN(W_z y) [N, C, T, H, W].
     """
 
+    is_context_block = True  # kept whole (one opaque call) by the inference rewrite
+
     def __init__(
         self,
         dim: int,
@@ -69,7 +72,7 @@ class NonLocalBlock(nn.Module):
         super().__init__()
         instantiation = _ALIASES.get(instantiation, instantiation)
         if instantiation not in _INSTANTIATIONS:
-            allowed = ", ".join(_INSTANTIATIONS + tuple(_ALIASES))
+            allowed = ", ".join(INSTANTIATIONS)
             raise ValueError(f"NonLocalBlock: unknown instantiation {instantiation!r}; allowed values: {allowed}")
         self.dim = dim
         self.dim_inner = dim_inner if dim_inner is not None else dim // 2

@@ -26,14 +26,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from video_gc.registry import WEIGHT_FORMATS
 from video_gc.utils.io import CheckpointError, safe_torch_load
 
 from . import names
 from .caffe2_pickle import load_caffe2_pickle
 
 FORMATS = ("torchvision", "caffe2", "pyslowfast", "pytorchvideo", "video_gc")
-# TRAIN.CHECKPOINT_TYPE / --format value -> layout; "pytorch" is PySlowFast's name for any torch file.
-FORMAT_ALIASES = {"auto": "auto", "pytorch": "auto", **{f: f for f in FORMATS}}
+# TRAIN/TEST.CHECKPOINT_TYPE / --format value -> layout; "pytorch" is PySlowFast's name for any torch file.
+for _name in ("auto", "pytorch") + FORMATS:
+    WEIGHT_FORMATS.register(_name, "auto" if _name == "pytorch" else _name)
 
 # Start of a legacy (non-zip) torch.save file: protocol 2, then the magic number as LONG1.
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
@@ -69,11 +71,9 @@ class SourceWeights:
 def resolve_format(fmt: str) -> str:
     """Normalise a TRAIN.CHECKPOINT_TYPE / --format value."""
     try:
-        return FORMAT_ALIASES[fmt]
-    except KeyError:
-        raise ValueError(
-            f"unknown checkpoint format {fmt!r}; allowed values: {', '.join(FORMAT_ALIASES)}"
-        ) from None
+        return WEIGHT_FORMATS[fmt]
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
 
 
 def read_checkpoint(path: str, fmt: str = "auto") -> Any:

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-from ..config import load_config
-from .build import build_model
-from .flops import count_flops
+from video_gc.config import load_config
+from video_gc.models import build_model
+from video_gc.models.flops import count_flops
 
 # Published (params in M, GFLOPs per view, source), keyed by "<folder>/<config name>".
 # GCNet Table 5 (Slow-only R50, Kinetics-400, 8x224x224). The CGD paper's Table 3 gives

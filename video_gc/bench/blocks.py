@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from video_gc.config import load_config
-from video_gc.engine.inference import prepare_for_inference
+from video_gc.inference import prepare_for_inference
 from video_gc.models import build_model
 from video_gc.models.flops import count_flops
 
-from .benchmark import interleaved_timings
+from .timing import interleaved_timings
 
 _ALL_BLOCKS = "[[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [0, 1, 2]]"
 _RES34_ODD = "[[], [1, 3], [1, 3, 5], []]"

@@ -5,7 +5,9 @@ A sequence of named steps sharing one :class:`DemoContext`:
 1. ``data``: write the synthetic dataset (video_gc.prep.synthetic) unless it is there;
 2. ``train``: train the configs/demo model from scratch on the CPU;
 3. ``test``: the multi-view test of the last checkpoint;
-4. ``report``: per-class accuracy, grouped in the time-reversed class pairs.
+4. ``analysis``: train a narrow C2D with non-local blocks on the same data, then its
+   context statistics and attention pictures (video_gc.analysis);
+5. ``report``: per-class accuracy, grouped in the time-reversed class pairs.
 
 A new step is a function ``step(ctx)`` added to :data:`DEMO_STEPS` (or passed
 in ``steps``). The demo prints the path of ``test_metrics.json`` as its last line.
@@ -19,12 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from video_gc.analysis.demo import step_context_analysis
-
-from .distributed import DistInfo
-from .logger import get_logger, setup_logging
+from video_gc.config import load_config
+from video_gc.engine.distributed import DistInfo
+from video_gc.engine.logger import get_logger, setup_logging
 
 DEFAULT_CFG = "configs/demo/SLOW_GC_DEMO.yaml"
+# The analysis step's model: embedded-Gaussian non-local blocks, whose attention maps can be drawn.
+NL_DEMO_CFG = "configs/demo/C2D_NL_DEMO.yaml"
 TARGET_TOP1 = 90.0
 # The synthetic videos: 100 per class (70 train / 15 val / 15 test), WIDTH x HEIGHT, FRAMES at 30 fps.
 # Fewer videos per class and the model memorises the training clips instead of learning the motion.
@@ -56,20 +59,36 @@ def step_data(ctx: DemoContext) -> None:
                                          size=VIDEO_SIZE, seed=0, workers=2)
 
 
-def step_train(ctx: DemoContext) -> None:
-    from .train import train
+def _train(cfg, fresh: bool) -> dict:
+    """Train cfg in this process, in an emptied OUTPUT_DIR when ``fresh``."""
+    from video_gc.engine.train import train
 
-    if ctx.fresh:
-        shutil.rmtree(ctx.cfg.OUTPUT_DIR, ignore_errors=True)
-    setup_logging(ctx.cfg.OUTPUT_DIR)
-    ctx.train = train(ctx.cfg, DistInfo())
+    if fresh:
+        shutil.rmtree(cfg.OUTPUT_DIR, ignore_errors=True)
+    setup_logging(cfg.OUTPUT_DIR)
+    return train(cfg, DistInfo())
+
+
+def step_train(ctx: DemoContext) -> None:
+    ctx.train = _train(ctx.cfg, ctx.fresh)
 
 
 def step_test(ctx: DemoContext) -> None:
-    from .test import test
+    from video_gc.engine.test import test
 
     setup_logging(ctx.cfg.OUTPUT_DIR)
     ctx.metrics = test(ctx.cfg, DistInfo())
+
+
+def step_context_analysis(ctx: DemoContext) -> None:
+    """NL_DEMO_CFG trained on ctx.data_dir, then analysed; everything in ctx.output/analysis."""
+    from video_gc.analysis.runner import analyse_run
+    from video_gc.engine.checkpoint import list_checkpoints
+
+    output = os.path.join(ctx.output, "analysis")
+    cfg = load_config(NL_DEMO_CFG, ["DATA.PATH_TO_DATA_DIR", ctx.data_dir, "OUTPUT_DIR", output])
+    _train(cfg, ctx.fresh)
+    ctx.extra["context_analysis"] = analyse_run(cfg, list_checkpoints(output)[0], output)
 
 
 def step_report(ctx: DemoContext) -> None:
@@ -107,8 +126,6 @@ def run_demo(cfg_file: str = DEFAULT_CFG, output: str = "output/demo", opts=(), 
     """
     import torch
 
-    from video_gc.config import load_config
-
     torch.set_num_threads(threads)
     data_dir = os.path.join(output, "data")
     cfg = load_config(cfg_file, ["DATA.PATH_TO_DATA_DIR", data_dir, "OUTPUT_DIR", os.path.join(output, "run"),
@@ -138,9 +155,8 @@ def main_demo(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue an earlier run instead of starting afresh")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    from video_gc.prep.lists import PrepError
-
-    from .launch import user_errors
+    from video_gc.engine.launch import user_errors
+    from video_gc.prep import PrepError
 
     try:
         ctx = run_demo(args.cfg, args.output, args.opts, videos_per_class=args.videos_per_class,

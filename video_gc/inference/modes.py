@@ -1,16 +1,17 @@
 """Fast inference: one call turns a trained model into the fastest exact (or
 near-exact) forward pass for a device.
 
-    from video_gc.engine.inference import prepare_for_inference
+    from video_gc.inference import prepare_for_inference
     fast = prepare_for_inference(model, "best", device)   # model itself is untouched
     with torch.inference_mode():
         logits = fast(clips)                               # float32 logits [N, K]
 
-Modes (``INFERENCE_MODES``; TEST.INFERENCE_MODE picks one for the test loop):
+Modes (registered in ``video_gc.registry.INFERENCE_MODES``; TEST.INFERENCE_MODE picks one
+for the test loop):
 
 - ``reference``: the model as built, eval mode, fp32, contiguous layout.
 - ``fused``: BatchNorm folded into the convs, ReLU and residual add fused into them,
-  context blocks after a 1x1x1 conv absorbed by it (``video_gc.models.fast``), the input
+  context blocks after a 1x1x1 conv absorbed by it (``video_gc.inference.rewrite``), the input
   and weights left in the contiguous layout. Logits equal the reference up to float
   rounding. (On a CPU oneDNN's packed weights make every conv after the stem return
   channels_last_3d anyway, so there it runs like ``channels_last``.)
@@ -33,23 +34,47 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
-from video_gc.models.fast import FusedConv3d, fuse_for_inference, to_channels_last_3d
+from video_gc.models.layout import autocast_context, to_channels_last_3d
+from video_gc.registry import INFERENCE_MODES
+
+from .fused_conv import FusedConv3d
+from .rewrite import fuse_for_inference
 
 logger = logging.getLogger(__name__)
 
-INFERENCE_MODES = ("reference", "fused", "channels_last", "fp32", "bf16", "fp16", "compile", "best")
+
+@dataclass(frozen=True)
+class ModeRecipe:
+    """What a mode name asks for. ``layout``: ``contiguous``, ``channels_last``, or
+    ``device`` (channels_last_3d on a CPU with oneDNN, contiguous elsewhere)."""
+
+    fuse: bool = True
+    layout: str = "contiguous"
+    dtype: Optional[torch.dtype] = None
+    compile: bool = False
+    cuda_only: bool = False
+
+
+INFERENCE_MODES.register("reference", ModeRecipe(fuse=False))
+INFERENCE_MODES.register("fused", ModeRecipe())
+INFERENCE_MODES.register("channels_last", ModeRecipe(layout="channels_last"))
+INFERENCE_MODES.register("fp32", ModeRecipe(layout="device"))
+INFERENCE_MODES.register("bf16", ModeRecipe(layout="channels_last", dtype=torch.bfloat16))
+INFERENCE_MODES.register("fp16", ModeRecipe(layout="channels_last", dtype=torch.float16, cuda_only=True))
+# Inductor folds BN and fuses convs itself (with frozen weights); it gets the plain model.
+INFERENCE_MODES.register("compile", ModeRecipe(fuse=False, layout="channels_last", compile=True))
+INFERENCE_MODES.register("best", None)  # fp16 / bf16 / fp32 by device: see resolve_mode
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """What a mode turns on: fusion, layout, autocast dtype, torch.compile."""
+    """What a mode turns on for one device: fusion, layout, autocast dtype, torch.compile."""
 
     mode: str
     fuse: bool
@@ -66,15 +91,11 @@ def cpu_has_native_bf16() -> bool:
         callable(getattr(cpu, name, None)) and getattr(cpu, name)() for name in checks)
 
 
-def _cpu_onednn(device: torch.device) -> bool:
-    return device.type == "cpu" and torch.backends.mkldnn.is_available()
-
-
 def resolve_mode(mode: str, device: torch.device | str) -> InferenceSettings:
     """The settings ``mode`` means on ``device``; a clear error for a mode the device cannot run."""
     device = torch.device(device)
     if mode not in INFERENCE_MODES:
-        raise ValueError(f"inference mode {mode!r}; allowed values: {', '.join(INFERENCE_MODES)}")
+        raise ValueError(f"inference mode {mode!r}; allowed values: {', '.join(INFERENCE_MODES.names())}")
     if mode == "best":
         if device.type == "cuda":
             mode = "fp16"
@@ -82,25 +103,14 @@ def resolve_mode(mode: str, device: torch.device | str) -> InferenceSettings:
             mode = "bf16"
         else:
             mode = "fp32"
-    if mode == "fp16" and device.type != "cuda":
-        raise ValueError(f"inference mode fp16 needs a CUDA device, got {device}; use bf16 on CPU")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    recipe = INFERENCE_MODES[mode]
+    if recipe.cuda_only and device.type != "cuda":
+        raise ValueError(f"inference mode {mode} needs a CUDA device, got {device}; use bf16 on CPU")
+    onednn = device.type == "cpu" and torch.backends.mkldnn.is_available()
     return InferenceSettings(
-        mode=mode,
-        # Inductor folds BN and fuses convs itself (with frozen weights); it gets the plain model.
-        fuse=mode not in ("reference", "compile"),
-        channels_last=mode in ("channels_last", "bf16", "fp16", "compile") or (mode == "fp32" and _cpu_onednn(device)),
-        dtype=dtype,
-        compile=mode == "compile",
+        mode=mode, fuse=recipe.fuse, dtype=recipe.dtype, compile=recipe.compile,
+        channels_last=recipe.layout == "channels_last" or (recipe.layout == "device" and onednn),
     )
-
-
-def autocast_context(device: torch.device | str, dtype: Optional[torch.dtype]):
-    """``torch.autocast`` for ``dtype`` on ``device`` (a no-op context for None)."""
-    device = torch.device(device)
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class InferenceModel(nn.Module):

@@ -1,9 +1,8 @@
 """Throughput of video_gc's models against PyTorchVideo's, same weights, same input,
 one process (``tools/benchmark_model.py``).
 
-Timings on a shared machine are noisy, so the two models run interleaved (ours,
-theirs, ours, theirs, ...) after warm-up runs and each side reports the median:
-a slow spell hits both sides instead of one.
+The two models run interleaved (ours, theirs, ours, theirs, ...) after warm-up
+runs and each side reports the median (:mod:`video_gc.bench.timing`).
 
 Weights: a PyTorchVideo checkpoint (``weights``; e.g. the model zoo's
 SLOW_8x8_R50.pyth) or, without one, PyTorchVideo's own random init with BatchNorm
@@ -23,72 +22,23 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from video_gc.engine.inference import prepare_for_inference, resolve_mode
+from video_gc.inference import prepare_for_inference, resolve_mode
 from video_gc.models import build_model
 from video_gc.models.weights import PYTORCHVIDEO_BUILDERS, import_weights
 from video_gc.utils.io import atomic_save, safe_torch_load
+
+from .timing import interleaved_timings, sync
 
 # Names of the last BN of a residual branch: PyTorchVideo's and ours.
 RESIDUAL_LAST_BN = ("norm_c", "c_bn")
 # Logits of the fp32 fast paths must match PyTorchVideo's this closely.
 FP32_TOLERANCE = 1e-4
-
-
-def set_threads(threads: Optional[int]) -> int:
-    """Use ``threads`` intra-op threads (default: every core) and return the count."""
-    threads = threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    return threads
-
-
-def add_timing_args(parser, *, repeats: int, warmup: int) -> None:
-    """The clip-size, repeat and device options both benchmark tools share."""
-    parser.add_argument("--crop", type=int, default=112, help="square crop size")
-    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default DATA.NUM_FRAMES)")
-    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per model (median)")
-    parser.add_argument("--warmup", type=int, default=warmup, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-
-
-def setup_timing(args) -> str:
-    """Apply --threads, flush denormals (they slow CPUs by orders of magnitude); return the device."""
-    set_threads(args.threads)
-    torch.set_flush_denormal(True)
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_timings(
-    fns: Dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1, device: torch.device | str = "cpu"
-) -> Dict[str, List[float]]:
-    """Seconds per call of each function, run round-robin (A B A B ...) ``repeats`` times
-    after ``warmup`` untimed rounds. Each round starts one function later (A B C, B C A,
-    C A B, ...) so that no function always runs right after the same neighbour."""
-    device = torch.device(device)
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for round_index in range(warmup + repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = fns[name]
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 def head_pool_size(crop: int) -> int:
@@ -280,7 +230,7 @@ def benchmark_model(
     start = time.perf_counter()
     with torch.inference_mode():
         ours_logits = fast(check)  # the first call also compiles in mode "compile"
-        _sync(device_)
+        sync(device_)
         first_call_s = time.perf_counter() - start
         their_logits = theirs(check)
     max_abs_diff = float((ours_logits - their_logits).abs().max())
@@ -354,7 +304,7 @@ def dataset_agreement(cfg, data_dir: str, *, mode: str = "bf16", crop: int = 112
     """:func:`precision_agreement` of cfg's model on the test split of ``data_dir`` at
     ``crop``, with ``weights`` (a checkpoint the test loop reads, loaded strictly) or
     else calibrated random weights (as the benchmark's)."""
-    from video_gc.engine.test import load_test_weights
+    from video_gc.engine.common import load_test_weights
 
     cfg = cfg.clone()
     cfg.DATA.PATH_TO_DATA_DIR = data_dir

@@ -20,7 +20,6 @@ by the median, (d) by the mean over its whole pass.
 
 from __future__ import annotations
 
-import glob
 import os
 import statistics
 import tempfile
@@ -29,14 +28,12 @@ from fractions import Fraction
 
 import torch
 
-from . import transforms as T
-from .dataset import VideoDataset
-from .decoder import open_video
-from .loader import construct_loader, shuffle_loader
-from .sampling import eval_clip_indices
-from .synthetic_clips import write_textured_video
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+from video_gc.data import transforms as T
+from video_gc.data.dataset import VideoDataset
+from video_gc.data.decoder import open_video
+from video_gc.data.lists import write_list
+from video_gc.data.loader import construct_loader, shuffle_loader
+from video_gc.data.synthetic_clips import write_textured_video
 
 
 def make_benchmark_videos(folder: str, count: int, *, seconds: float = 10.0, fps: float = 30.0,
@@ -52,21 +49,6 @@ def make_benchmark_videos(folder: str, count: int, *, seconds: float = 10.0, fps
     return paths
 
 
-def find_videos(folder: str, limit: int | None = None) -> list[str]:
-    paths = sorted(p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-                   if p.lower().endswith(VIDEO_EXTENSIONS))
-    if not paths:
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {folder}")
-    return paths[:limit] if limit else paths
-
-
-def write_list(folder: str, paths: list[str], splits=("train", "test")) -> None:
-    """A ``{split}.csv`` over ``paths`` (label 0) so the real dataset classes can read them."""
-    for split in splits:
-        with open(os.path.join(folder, f"{split}.csv"), "w", encoding="utf-8") as handle:
-            handle.writelines(f"{os.path.abspath(p)} 0\n" for p in paths)
-
-
 def per_view_views(dataset: VideoDataset, index: int) -> torch.Tensor:
     """The naive reference: open and decode the video again for every view (PySlowFast's way)."""
     views = []
@@ -74,10 +56,7 @@ def per_view_views(dataset: VideoDataset, index: int) -> torch.Tensor:
         clip, crop = divmod(view, dataset.num_crops)
         decoder = open_video(dataset.paths[index], dataset.backend)
         try:
-            frame_ids = eval_clip_indices(decoder.num_frames, decoder.fps, num_frames=dataset.num_frames,
-                                          sampling_rate=dataset.sampling_rate, target_fps=dataset.target_fps,
-                                          num_clips=dataset.num_clips)[clip]
-            frames = T.to_tchw(decoder.get_frames(frame_ids))
+            frames = dataset.read_frames(decoder, dataset.eval_frame_ids(decoder)[clip])
         finally:
             decoder.close()
         resized = T.resize_short_side(frames, dataset.test_crop)
@@ -115,10 +94,7 @@ def _timed(fn, *args) -> float:
 def decode_needed_frames(dataset: VideoDataset, index: int) -> None:
     """Only the decoding part of (b): open once, decode the union of the clips' frames."""
     decoder = open_video(dataset.paths[index], dataset.backend)
-    frame_ids = eval_clip_indices(decoder.num_frames, decoder.fps, num_frames=dataset.num_frames,
-                                  sampling_rate=dataset.sampling_rate, target_fps=dataset.target_fps,
-                                  num_clips=dataset.num_clips)
-    decoder.get_frames(torch.unique(frame_ids))
+    decoder.get_frames(torch.unique(dataset.eval_frame_ids(decoder)))
     decoder.close()
 
 
@@ -170,7 +146,9 @@ def run_benchmark(cfg, video_paths: list[str], *, repeats: int = 3, workers=(1, 
     """All five measurements; returns the dict that ``--json`` prints."""
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as lists:
-        write_list(lists, video_paths)
+        # The real dataset classes read the videos, through lists that label them all 0.
+        for split in ("train", "test"):
+            write_list(os.path.join(lists, f"{split}.csv"), [(os.path.abspath(p), 0) for p in video_paths])
         cfg = cfg.clone()
         cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.PATH_PREFIX = lists, ""
         dataset = VideoDataset(cfg, "test")
