@@ -1,4 +1,4 @@
-"""UCF-101: UCF-101/ + ucfTrainTestlist/ -> resized videos, classids.json and split{1,2,3}/ lists."""
+"""UCF-101: UCF-101/ + ucfTrainTestlist/ -> resized videos and split{1,2,3}/ lists, each with a classids.json."""
 
 import sys
 

@@ -128,7 +128,7 @@ def test_two_process_run_reports_once(tmp_path):
     # Rank 1 prints warnings to the console too: a report there would show up in stdout.
     result = subprocess.run(
         [sys.executable, "tools/run_net.py", "--cfg", str(cfg_file), "--init_method", f"file://{tmp_path}/rdzv",
-         "--opts", "OUTPUT_DIR", str(out), "TRAIN.ENABLE", "False", "TEST.ENABLE", "False", "NUM_GPUS", "2"],
+         "--opts", "OUTPUT_DIR", str(out), "TRAIN.ENABLE", "False", "TEST.ENABLE", "False", "NUM_GPUS", "2", "NUM_CPU_PROCESSES", "2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 process(es)" in result.stdout

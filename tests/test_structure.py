@@ -21,7 +21,7 @@ LAYERS = {
     "models": 2, "data": 2,
     "prep": 3, "inference": 3,
     "engine": 4,
-    "analysis": 5, "bench": 5,
+    "analysis": 5, "bench": 5, "export": 5,
     "demo": 6,
 }
 

@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from video_gc.config import ConfigError, load_config
-from video_gc.models.weights import FORMATS, INFLATE_MODES, PYTORCHVIDEO_BUILDERS
+from video_gc.engine.common import model_config_from_checkpoint
+from video_gc.models.weights import FORMATS, INFLATE_MODES, pytorchvideo_builder
 from video_gc.models.weights.convert import TARGETS, convert_checkpoint
 from video_gc.utils.io import CheckpointError
 
@@ -32,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.cfg, args.opts)
+        cfg = model_config_from_checkpoint(load_config(args.cfg, args.opts), args.input, args.opts)
         report = convert_checkpoint(
             cfg, args.input, args.output, fmt=args.format, inflate_mode=args.inflate, to=args.to, strict=args.strict
         )
@@ -41,9 +42,9 @@ def main(argv=None) -> int:
         return 2
     print(report.format(verbose=args.verbose))
     print(f"wrote {args.output} ({args.to} layout, MODEL.ARCH {cfg.MODEL.ARCH})")
-    builder = PYTORCHVIDEO_BUILDERS.get(cfg.MODEL.ARCH)
-    if args.to == "pytorchvideo" and builder:
-        print(f"load it with pytorchvideo.models.hub.{builder}() and load_state_dict(checkpoint['model_state'])")
+    if args.to == "pytorchvideo":
+        print(f"load it with pytorchvideo.models.hub.{pytorchvideo_builder(cfg.MODEL.ARCH)}() and "
+              f"load_state_dict(checkpoint['model_state'])")
     return 0
 
 

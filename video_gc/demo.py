@@ -29,11 +29,9 @@ DEFAULT_CFG = "configs/demo/SLOW_GC_DEMO.yaml"
 # The analysis step's model: embedded-Gaussian non-local blocks, whose attention maps can be drawn.
 NL_DEMO_CFG = "configs/demo/C2D_NL_DEMO.yaml"
 TARGET_TOP1 = 90.0
-# The synthetic videos: 100 per class (70 train / 15 val / 15 test), WIDTH x HEIGHT, FRAMES at 30 fps.
+# The synthetic videos: 100 per class (70 train / 15 val / 15 test), DEMO_VIDEO_SIZE, DEMO_VIDEO_FRAMES.
 # Fewer videos per class and the model memorises the training clips instead of learning the motion.
 VIDEOS_PER_CLASS = 100
-VIDEO_SIZE = (80, 64)
-VIDEO_FRAMES = 48
 
 
 @dataclass
@@ -52,11 +50,11 @@ class DemoContext:
 
 def step_data(ctx: DemoContext) -> None:
     """Synthetic videos for cfg.MODEL.NUM_CLASSES classes; existing files are only checked."""
-    from video_gc.prep.synthetic import make_synthetic_dataset
+    from video_gc.prep.synthetic import DEMO_VIDEO_FRAMES, DEMO_VIDEO_SIZE, make_synthetic_dataset
 
     ctx.dataset = make_synthetic_dataset(ctx.data_dir, num_classes=ctx.cfg.MODEL.NUM_CLASSES,
-                                         videos_per_class=ctx.videos_per_class, num_frames=VIDEO_FRAMES,
-                                         size=VIDEO_SIZE, seed=0, workers=2)
+                                         videos_per_class=ctx.videos_per_class, num_frames=DEMO_VIDEO_FRAMES,
+                                         size=DEMO_VIDEO_SIZE, seed=0, workers=2)
 
 
 def _train(cfg, fresh: bool) -> dict:

@@ -20,9 +20,13 @@ def _message(err: Exception) -> str:
 
 
 def _load(args):
+    """The config, with the model config stored in the checkpoint the tool reads (if any)."""
     from video_gc.config import load_config
+    from video_gc.engine.common import model_config_from_checkpoint
 
-    return load_config(args.cfg_file, args.opts)
+    cfg = load_config(args.cfg_file, args.opts)
+    path = args.checkpoint or cfg.TEST.CHECKPOINT_FILE_PATH
+    return model_config_from_checkpoint(cfg, path, args.opts) if path else cfg
 
 
 def main_analyze(argv=None) -> int:

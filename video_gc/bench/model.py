@@ -91,10 +91,19 @@ def calibrate_batchnorm(model: nn.Module, clips: torch.Tensor) -> None:
     model.eval()
 
 
-def shared_weights_file(theirs: nn.Module, directory: str, *, crop: int, frames: int) -> str:
-    """Calibrate PyTorchVideo's random init and write it as a PyTorchVideo checkpoint."""
-    clips = torch.randn(2, 3, frames, min(crop, 112), min(crop, 112), generator=torch.Generator().manual_seed(1))
-    calibrate_batchnorm(theirs, clips)
+def shared_weights_file(theirs: nn.Module, directory: str, *, crop: int, frames: int,
+                        device: torch.device | str = "cpu") -> str:
+    """Calibrate PyTorchVideo's random init (on ``device``) and write it as a PyTorchVideo checkpoint.
+
+    The calibration clips are at most 112 px square, unless their res5 map would be smaller
+    than the head's pooling window (built for ``crop``): then they are ``crop`` px."""
+    size = min(crop, 112)
+    if head_pool_size(size) < head_pool_size(crop):
+        size = crop
+    clips = torch.randn(2, 3, frames, size, size, generator=torch.Generator().manual_seed(1))
+    home = next(theirs.parameters()).device
+    calibrate_batchnorm(theirs.to(device), clips.to(device))
+    theirs.to(home)
     path = os.path.join(directory, "pytorchvideo_random.pyth")
     atomic_save({"model_state": theirs.state_dict()}, path)
     return path
@@ -218,7 +227,7 @@ def benchmark_model(
     theirs = build_pytorchvideo_model(cfg.MODEL.ARCH, depth=cfg.RESNET.DEPTH, num_frames=frames, crop=crop,
                                       num_classes=cfg.MODEL.NUM_CLASSES, width=cfg.RESNET.WIDTH_PER_GROUP)
     with tempfile.TemporaryDirectory() as tmp:
-        path = weights or shared_weights_file(theirs, tmp, crop=crop, frames=frames)
+        path = weights or shared_weights_file(theirs, tmp, crop=crop, frames=frames, device=device_)
         load_same_weights(ours, theirs, path)
     ours.eval().to(device_)
     theirs.eval().to(device_)

@@ -26,6 +26,9 @@ _C.TRAIN.BATCH_SIZE = 64
 _C.TRAIN.EVAL_PERIOD = 10
 _C.TRAIN.CHECKPOINT_PERIOD = 1
 _C.TRAIN.AUTO_RESUME = True
+# video_gc: a fresh run (TRAIN.AUTO_RESUME False, or no checkpoint that loads) into an OUTPUT_DIR that
+# holds checkpoints of an earlier run stops and names them; True deletes them first and starts afresh.
+_C.TRAIN.OVERWRITE_CHECKPOINTS = False
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # "pytorch" (our own / PySlowFast .pyth), "caffe2" (Detectron .pkl), or
 # video_gc's explicit formats: "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc".
@@ -58,6 +61,9 @@ _C.TEST.NUM_ENSEMBLE_VIEWS = 10
 _C.TEST.NUM_SPATIAL_CROPS = 3
 _C.TEST.CHECKPOINT_TYPE = "pytorch"
 _C.TEST.SAVE_RESULTS_PATH = ""
+# video_gc: the least fraction of the test list's videos that must be evaluated (not failed to
+# decode). Below it the metrics are still written, marked "coverage_ok": false, and the run exits 1.
+_C.TEST.MIN_COVERAGE = 0.95
 # video_gc: forward-pass mode of the test loop (video_gc.inference.modes): reference |
 # fused | channels_last | fp32 | bf16 | fp16 | compile | best. fp32 is exact (BN folded, fused,
 # in the device's faster layout).
@@ -279,6 +285,9 @@ _C.TENSORBOARD.LOG_DIR = ""
 # Misc (PySlowFast top-level keys)
 # ---------------------------------------------------------------------------
 _C.NUM_GPUS = 1
+# video_gc: processes per machine when the run is on the CPU (NUM_GPUS 0, or no CUDA device visible);
+# above 1, that many gloo processes are spawned. Under torchrun, torchrun sets the count.
+_C.NUM_CPU_PROCESSES = 1
 _C.NUM_SHARDS = 1
 _C.SHARD_ID = 0
 _C.OUTPUT_DIR = "./output"

@@ -6,6 +6,10 @@ decoder decodes each distinct frame once and returns ``uint8 [K, H, W, 3]`` in
 the order asked. Memory stays bounded by the frames asked for, never by the
 video's length, which is what the decode-once test path relies on.
 
+Frames come upright, as a player shows them: a video with a display rotation
+(phone videos) is turned by it, so both backends give the same frames and
+frame size (see ``video_gc.utils.video_io.display_rotation``).
+
 Every failure (missing, empty, truncated, undecodable file) is raised as
 ``VideoDecodeError`` naming the file, so datasets can skip or record it.
 """
@@ -18,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from video_gc.utils.video_io import display_rotation, upright
 
 BACKENDS = ("decord", "pyav")
 
@@ -55,7 +61,10 @@ def _unique_sorted(indices: Sequence[int] | torch.Tensor) -> tuple[np.ndarray, n
 
 
 class DecordDecoder:
-    """decord ``VideoReader`` with one thread (workers give the parallelism)."""
+    """decord ``VideoReader`` with one thread (workers give the parallelism).
+
+    decord turns rotated videos upright itself, by the rule ``display_rotation`` states.
+    """
 
     def __init__(self, path: str):
         _check_file(path)
@@ -89,7 +98,8 @@ class PyAVDecoder:
 
     The frame count comes from the container header (``stream.frames``) or,
     when that is missing, from duration x fps; both can be wrong, so a wanted
-    index past the last frame actually decoded is clamped to that frame.
+    index past the last frame actually decoded is clamped to that frame. PyAV
+    returns frames as stored, so each is turned by its display rotation here.
     """
 
     def __init__(self, path: str):
@@ -150,7 +160,7 @@ class PyAVDecoder:
             tail = (idx, frame)
         if tail is not None and tail[0] not in kept:
             kept[tail[0]] = tail[1]
-        return {i: f.to_ndarray(format="rgb24") for i, f in kept.items()}
+        return {i: upright(f.to_ndarray(format="rgb24"), display_rotation(stream, f)) for i, f in kept.items()}
 
     def get_frames(self, indices) -> torch.Tensor:
         uniq, inverse = _unique_sorted(indices)

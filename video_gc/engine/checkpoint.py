@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from video_gc.models.weights import require_finite
 from video_gc.utils.io import CheckpointError, atomic_save, safe_torch_load
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def load_model_state(model: nn.Module, state: dict, path: str) -> None:
         raise CheckpointError(
             f"{path} does not match the model built from the config: shape mismatch in {_list_keys(mismatched, 4)} "
             f"(e.g. a different MODEL.NUM_CLASSES, RESNET.WIDTH_PER_GROUP or CONTEXT setting)")
+    require_finite(weights, path)
     target.load_state_dict(weights, strict=True)
 
 

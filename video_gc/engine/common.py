@@ -1,12 +1,16 @@
 """What training, testing and single-video prediction share: the user-error type,
-the model on the run's device, the weights a test reads and the class names."""
+the model on the run's device, the weights a test reads, the model config a checkpoint
+stores and the class names."""
 
 from __future__ import annotations
 
 import os
+from typing import Any, Iterator, Mapping, Sequence
 
+import yaml
 from torch import nn
 
+from video_gc.config import CfgNode, ConfigError, get_key, validate_cfg
 from video_gc.utils.io import CheckpointError
 
 from . import checkpoint as cu
@@ -46,20 +50,131 @@ def resolve_test_checkpoint(cfg) -> str:
     return found[0]
 
 
+def _has_video_gc_names(weights, path: str) -> bool:
+    """The weights carry video_gc's names (a PySlowFast .pyth is the same container with other names)."""
+    from video_gc.models.weights import detect_format
+
+    try:
+        return detect_format(weights, path) == "video_gc"
+    except CheckpointError:
+        return False  # no known layout: loading the weights says so
+
+
+def _video_gc_training_state(path: str) -> dict | None:
+    """The training checkpoint at ``path`` when its weights carry video_gc's names, else None."""
+    try:
+        state = cu.read_checkpoint(path)
+    except CheckpointError:
+        return None  # not a training checkpoint: the importer reads it, or says why it cannot
+    return state if _has_video_gc_names(state["model_state"], path) else None
+
+
 def load_test_weights(cfg, model, path: str) -> None:
     """A video_gc checkpoint loads strictly; other layouts (TEST.CHECKPOINT_TYPE) go through the
     weights importer, also strictly: testing half-loaded weights would be testing random ones."""
     if cfg.TEST.CHECKPOINT_TYPE == "pytorch":
-        try:
-            cu.load_model_state(model, cu.read_checkpoint(path), path)
+        state = _video_gc_training_state(path)
+        if state is not None:
+            cu.load_model_state(model, state, path)  # its errors name the keys that differ
             return
-        except CheckpointError:
-            pass  # e.g. a PySlowFast .pyth: same container, other names; the importer maps them
     from video_gc.models.weights import import_weights
 
     report = import_weights(cu.unwrap(model), path, fmt=cfg.TEST.CHECKPOINT_TYPE, inflate=False, strict=True,
                             require_head=True, require_context=True)
     logger.info("%s", report.format())
+
+
+# What decides the network a checkpoint's weights belong to: its structure, its classes and the
+# clip it was trained on. A tool given a checkpoint builds the model from the checkpoint's own values.
+MODEL_SECTIONS = ("MODEL", "RESNET", "NONLOCAL", "CONTEXT")
+MODEL_DATA_KEYS = ("DATA.NUM_FRAMES", "DATA.INPUT_CHANNEL_NUM")
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _nest(values: Mapping[str, Any]) -> dict:
+    tree: dict = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return tree
+
+
+def _is_model_leaf(cfg, key: str) -> bool:
+    """``key`` is a model-defining key that ``cfg`` has (a stored config may be of another version)."""
+    if key.split(".")[0] not in MODEL_SECTIONS and key not in MODEL_DATA_KEYS:
+        return False
+    try:
+        return not isinstance(get_key(cfg, key), CfgNode)
+    except (KeyError, TypeError):
+        return False
+
+
+def _stored_config(path: str) -> dict:
+    """The config a video_gc checkpoint stores (YAML under "cfg"), as a dict; {} for any other file:
+    a PySlowFast or Detectron file stores its own tool's config, whose keys share names with ours
+    but not always meanings."""
+    from video_gc.models.weights import read_checkpoint
+    from video_gc.models.weights.formats import unwrap_state
+
+    obj = read_checkpoint(path)
+    text = obj.get("cfg") if isinstance(obj, Mapping) else None
+    if not isinstance(text, str) or not _has_video_gc_names(unwrap_state(obj, path), path):
+        return {}
+    try:
+        stored = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"checkpoint {path}: the config it stores is not valid YAML ({err})") from err
+    return stored if isinstance(stored, dict) else {}
+
+
+def model_config_from_checkpoint(cfg, path: str, opts: Sequence[str] = ()) -> CfgNode:
+    """``cfg`` with the model-defining keys (MODEL_SECTIONS, MODEL_DATA_KEYS) of the config stored in
+    the checkpoint at ``path``, so a tool builds the network the weights were trained as without the
+    user repeating every training override. Keys set in ``opts`` (the command line's KEY VALUE pairs)
+    keep the user's value; the rest of ``cfg`` (data, test settings) stays. Logs one line."""
+    stored = {key: value for key, value in _flatten(_stored_config(path)) if _is_model_leaf(cfg, key)}
+    kept = sorted(set(opts[0::2]) & set(stored))
+    taken = {key: value for key, value in stored.items() if key not in kept}
+    if not taken:
+        return cfg
+    out = cfg.clone()
+    out.defrost()
+    try:
+        out.merge_from_other_cfg(CfgNode(_nest(taken)))
+        validate_cfg(out)
+    except (ConfigError, KeyError, ValueError, AssertionError, TypeError) as err:
+        raise ConfigError(f"the model config stored in {path}: {err}") from err
+    differ = [f"{key} (--cfg {get_key(cfg, key)!r}, checkpoint {get_key(out, key)!r})"
+              for key in taken if get_key(cfg, key) != get_key(out, key)]
+    kept_note = "".join(f"; --opts kept {key} {get_key(cfg, key)!r} (checkpoint {stored[key]!r})" for key in kept)
+    if differ:  # the --cfg file describes another model: worth a warning
+        logger.warning("model config taken from checkpoint %s; it differs from the --cfg file in %s%s",
+                       path, ", ".join(differ), kept_note)
+    else:
+        logger.info("model config taken from checkpoint %s (as in the --cfg file)%s", path, kept_note)
+    return out
+
+
+def checkpoint_config_for_run(cfg, opts: Sequence[str]) -> CfgNode:
+    """tools/run_net.py: a test-only run (TRAIN.ENABLE False) of TEST.CHECKPOINT_FILE_PATH builds the
+    model that file holds (model_config_from_checkpoint); a training run builds the one its config says."""
+    path = cfg.TEST.CHECKPOINT_FILE_PATH
+    if cfg.TRAIN.ENABLE or not cfg.TEST.ENABLE or not os.path.isfile(path):
+        return cfg  # a missing file is the test's own error to report
+    try:
+        return model_config_from_checkpoint(cfg, path, opts)
+    except CheckpointError as err:  # run_net reports config errors before any process starts
+        raise ConfigError(f"TEST.CHECKPOINT_FILE_PATH: {err}") from err
 
 
 def class_names(cfg) -> list[str]:

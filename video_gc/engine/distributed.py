@@ -1,8 +1,9 @@
 """Process-group helpers. Everything degrades to a no-op in a single process.
 
 How ``NUM_GPUS`` is read: on a machine with CUDA it is the number of GPUs (one
-process each) per node; on a CPU-only machine it is the number of CPU processes
-per node (gloo backend), and ``NUM_GPUS: 0`` means one CPU process.
+process each) per node. A run on the CPU (``NUM_GPUS: 0``, or no CUDA device
+visible) has ``NUM_CPU_PROCESSES`` processes per node (gloo backend), one by
+default: a GPU config on a laptop runs as one process instead of eight.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def launched_by_torchrun() -> bool:
 
 def use_cuda(cfg) -> bool:
     return cfg.NUM_GPUS > 0 and torch.cuda.is_available()
+
+
+def processes_per_machine(cfg) -> int:
+    """Processes to start on this machine without torchrun: one per GPU, or NUM_CPU_PROCESSES on the CPU."""
+    return max(cfg.NUM_GPUS, 1) if use_cuda(cfg) else max(cfg.NUM_CPU_PROCESSES, 1)
 
 
 def backend_for(cfg) -> str:
@@ -121,6 +127,24 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def run_on_master(fn, errors: tuple[type[Exception], ...]):
+    """``fn()`` on rank 0; every rank gets its result, or raises its error (one of ``errors``).
+
+    A rank-0 failure (a refused OUTPUT_DIR, a full disk) then stops every rank at once,
+    instead of leaving the others waiting for rank 0 in their next collective.
+    """
+    outcome = None
+    if is_master():
+        try:
+            outcome = (True, fn())
+        except errors as err:
+            outcome = (False, err)
+    ok, value = broadcast_object(outcome)
+    if not ok:
+        raise value
+    return value
 
 
 def parameters_digest(model: torch.nn.Module) -> str:

@@ -8,23 +8,35 @@ Three ways to run:
   count comes from torchrun and ``NUM_GPUS`` only chooses GPUs (> 0) or CPU (0);
 - PySlowFast style: ``NUM_GPUS`` > 1 without torchrun spawns ``NUM_GPUS``
   processes on this machine (``--num_shards``/``--shard_id``/``--init_method``
-  for several machines). On a machine without CUDA, ``NUM_GPUS`` is the number
-  of CPU processes (gloo).
+  for several machines). On the CPU (``NUM_GPUS`` 0, or no CUDA device) the
+  count is ``NUM_CPU_PROCESSES`` (default 1), whatever ``NUM_GPUS`` says.
+
+Rank 0 holds ``OUTPUT_DIR/run.lock`` for the whole job, so two runs never share a folder.
+SIGINT and SIGTERM stop a run cleanly: one log line, the DataLoader workers and spawned
+processes stopped, the lock released, exit status 128 + the signal's number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 import torch
 
 from video_gc.config import ConfigError, load_config
 from video_gc.config.compat import report_unused
+from video_gc.utils.io import CheckpointError, LockedError, acquire_lock, release_lock, remove_stale_temp_files
 
 from . import distributed as du
-from .logger import get_logger, setup_logging
+from .common import checkpoint_config_for_run
+from .logger import get_logger, save_run_config, setup_logging
+
+LOCK_FILE = "run.lock"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,12 +54,148 @@ def parse_args(argv=None) -> argparse.Namespace:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is the whole story: printed without a traceback."""
     from video_gc.data.lists import DataListError
-    from video_gc.utils.io import CheckpointError
 
     from .common import EngineError
     from .train import NonFiniteLossError
 
-    return (ConfigError, CheckpointError, DataListError, EngineError, NonFiniteLossError)
+    return (ConfigError, CheckpointError, DataListError, EngineError, LockedError, NonFiniteLossError)
+
+
+# ---------------------------------------------------------------------------
+# Signals: a clean stop
+# ---------------------------------------------------------------------------
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (``args[0]``: its number). A BaseException, so no ``except
+    Exception`` on the way swallows it; the ``finally`` blocks it unwinds release the lock,
+    and the DataLoader iterators it frees stop their workers."""
+
+
+class StopSignals:
+    """Within ``with StopSignals() as stop``, the first SIGINT / SIGTERM raises Interrupted in the
+    main thread and is kept in ``stop.received``; later ones are ignored (the run is already
+    stopping, e.g. a Ctrl-C that reached both a spawned process and its parent, which forwards it).
+    Processes forked meanwhile (DataLoader workers) ignore SIGINT and take SIGTERM's default: the
+    main process stops them (PyTorch's shutdown, SIGTERM as its last resort), and a Ctrl-C that
+    reaches the whole process group raises no KeyboardInterrupt in the middle of their decoding.
+    Nor do they print a traceback for a connection the main process closed because it stopped
+    while taking a batch from them: the main process reports the stop."""
+
+    active: StopSignals | None = None
+
+    def __enter__(self) -> StopSignals:
+        self.received, self.resent = None, False
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in _STOP_SIGNALS}
+        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._dropped
+        StopSignals.active = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        StopSignals.active = None
+        self.restore()
+
+    def restore(self) -> None:
+        sys.unraisablehook = self.previous_hook
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.received is None:
+            self.received = signum
+        elif not self.resent:
+            return
+        self.resent = False
+        raise Interrupted(self.received)
+
+    def _dropped(self, unraisable) -> None:
+        """Python drops an exception raised where it cannot pass one on: a ``__del__``, or an
+        at-fork hook while a DataLoader forks its workers. Interrupted must not be lost there:
+        the signal is sent again from a thread, so that it arrives once that code has returned.
+        Other such errors after a signal come from code the stop cut short (e.g. the ``__del__``
+        of a half-built DataLoader iterator) and are part of the stop."""
+        if isinstance(unraisable.exc_value, Interrupted):
+            self.resent = True
+            threading.Timer(0.01, os.kill, (os.getpid(), self.received)).start()
+        elif self.received is None:
+            self.previous_hook(unraisable)
+
+
+def _quiet_about_closed_connections(exc_type, exc, traceback) -> None:
+    # multiprocessing's thread that hands tensors to the main process reports through sys.excepthook.
+    if not issubclass(exc_type, ConnectionError):
+        sys.__excepthook__(exc_type, exc, traceback)
+
+
+def _in_forked_child() -> None:
+    if StopSignals.active is not None:
+        StopSignals.active.restore()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.excepthook = _quiet_about_closed_connections
+
+
+os.register_at_fork(after_in_child=_in_forked_child)
+
+
+def _run_stoppable(body) -> int:
+    """``body()``'s exit status; after SIGINT / SIGTERM, one log line and 128 + the signal's number."""
+    with StopSignals() as stop:
+        try:
+            return body()
+        except BaseException:
+            if stop.received is None:
+                raise
+            # Whatever surfaced while stopping (e.g. a DataLoader worker the same Ctrl-C stopped first)
+            # is part of the stop, not a second error.
+            get_logger().warning("interrupted by %s; stopping", signal.Signals(stop.received).name)
+            return 128 + stop.received
+
+
+def _stop_children(processes, signum: int) -> None:
+    """Pass the signal on to the spawned processes and wait, so that none outlives this one."""
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signum)
+    for process in processes:
+        process.join()
+
+
+# ---------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _hold_output_dir(cfg, dist_info: du.DistInfo):
+    """Rank 0 holds OUTPUT_DIR's lock file for the whole job (released on an error or a signal
+    too); when another run holds it, every rank stops. Yields the description of a stale lock
+    that was taken over, else None."""
+    path = os.path.join(cfg.OUTPUT_DIR, LOCK_FILE)
+    taken_over = du.run_on_master(lambda: acquire_lock(path), (LockedError,))
+    try:
+        yield taken_over
+    finally:
+        if dist_info.is_master:
+            release_lock(path)
+
+
+def _tidy_output_dir(cfg, taken_over: str | None) -> None:
+    """Rank 0, holding the lock: say whose stale lock it took over, and delete the temporary
+    files that a run killed during a checkpoint save left behind."""
+    from .checkpoint import checkpoint_dir
+
+    logger = get_logger()
+    if taken_over:
+        logger.warning("took over %s, left by %s", os.path.join(cfg.OUTPUT_DIR, LOCK_FILE), taken_over)
+    removed = remove_stale_temp_files(checkpoint_dir(cfg.OUTPUT_DIR))
+    if removed:
+        logger.warning("removed %d temporary file(s) of an interrupted checkpoint save: %s", len(removed),
+                       ", ".join(removed))
+
+
+def _cpu_note(cfg) -> str | None:
+    """What to say when NUM_GPUS asks for GPUs this machine does not have (torchrun sets its own count)."""
+    if cfg.NUM_GPUS <= 1 or du.use_cuda(cfg) or du.launched_by_torchrun():
+        return None
+    procs = du.processes_per_machine(cfg)
+    return (f"NUM_GPUS is {cfg.NUM_GPUS} but no CUDA device is visible: running on the CPU with {procs} "
+            f"process(es) (NUM_CPU_PROCESSES {cfg.NUM_CPU_PROCESSES}; set it above 1 for more gloo processes)")
 
 
 def run_job(cfg, dist_info: du.DistInfo) -> dict:
@@ -55,20 +203,25 @@ def run_job(cfg, dist_info: du.DistInfo) -> dict:
     from .test import test
     from .train import train
 
-    setup_logging(cfg.OUTPUT_DIR, dist_info.is_master)
-    logger = get_logger()
-    if dist_info.is_master:
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-        report_unused(cfg, logger)  # rank 0 only: once per process group
-    logger.info("output dir %s; %d process(es) on %s", cfg.OUTPUT_DIR, dist_info.world_size, dist_info.device.type)
-    out = {}
-    if cfg.TRAIN.ENABLE:
-        out["train"] = train(cfg, dist_info)
-    if cfg.TEST.ENABLE:
-        out["test"] = test(cfg, dist_info)
-    return out
+    setup_logging(None, dist_info.is_master)  # the console only, until this run holds OUTPUT_DIR
+    with _hold_output_dir(cfg, dist_info) as taken_over:
+        setup_logging(cfg.OUTPUT_DIR, dist_info.is_master)
+        logger = get_logger()
+        if dist_info.is_master:
+            _tidy_output_dir(cfg, taken_over)
+            if not cfg.TRAIN.ENABLE:  # training writes it once it knows it may use the folder
+                save_run_config(cfg)
+            report_unused(cfg, logger)  # rank 0 only: once per process group
+            if note := _cpu_note(cfg):
+                logger.warning("%s", note)
+        logger.info("output dir %s; %d process(es) on %s", cfg.OUTPUT_DIR, dist_info.world_size,
+                    dist_info.device.type)
+        out = {}
+        if cfg.TRAIN.ENABLE:
+            out["train"] = train(cfg, dist_info)
+        if cfg.TEST.ENABLE:
+            out["test"] = test(cfg, dist_info, trained=out.get("train", {}).get("last_checkpoint"))
+        return out
 
 
 def _run_guarded(cfg, dist_info: du.DistInfo) -> int:
@@ -89,9 +242,8 @@ def _spawned_worker(local_rank: int, cfg, init_method: str, procs_per_node: int)
         # Share the machine's cores instead of every process using all of them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs_per_node))
     rank = cfg.SHARD_ID * procs_per_node + local_rank
-    info = du.init_process_group(cfg, rank=rank, world_size=procs_per_node * cfg.NUM_SHARDS,
-                                 local_rank=local_rank, init_method=init_method)
-    code = _run_guarded(cfg, info)
+    code = _run_stoppable(lambda: _run_guarded(cfg, du.init_process_group(
+        cfg, rank=rank, world_size=procs_per_node * cfg.NUM_SHARDS, local_rank=local_rank, init_method=init_method)))
     if code:
         sys.exit(code)
 
@@ -108,9 +260,31 @@ def check_data_lists(cfg) -> None:
                         num_classes=cfg.MODEL.NUM_CLASSES)
 
 
+def check_run_keys(cfg) -> None:
+    """Keys of this run that no section check covers; one clear error before any process starts."""
+    if not 0.0 <= cfg.TEST.MIN_COVERAGE <= 1.0:
+        raise ConfigError(f"config key TEST.MIN_COVERAGE: invalid value {cfg.TEST.MIN_COVERAGE!r}; allowed values: "
+                          f"a fraction from 0 to 1")
+
+
+def prepare_output_dir(path: str) -> None:
+    """Create OUTPUT_DIR before any process starts; a path that cannot be a folder is one error."""
+    from .common import EngineError
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise EngineError(f"OUTPUT_DIR {path} is a file, not a folder; choose another OUTPUT_DIR")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise EngineError(f"cannot create OUTPUT_DIR {path}: {err.strerror}") from err
+
+
 def launch(cfg, init_method: str | None = None) -> int:
-    """Run the job in this process, under torchrun, or in NUM_GPUS spawned processes."""
+    """Run the job in this process, under torchrun, or in spawned processes (one per GPU, or
+    NUM_CPU_PROCESSES on the CPU)."""
+    check_run_keys(cfg)
     check_data_lists(cfg)
+    prepare_output_dir(cfg.OUTPUT_DIR)
     if du.launched_by_torchrun():
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         world = int(os.environ["WORLD_SIZE"])
@@ -120,7 +294,7 @@ def launch(cfg, init_method: str | None = None) -> int:
                                      local_rank=int(os.environ["LOCAL_RANK"]), init_method="env://")
         return _run_guarded(cfg, info)
 
-    procs = max(cfg.NUM_GPUS, 1)
+    procs = du.processes_per_machine(cfg)
     if du.use_cuda(cfg) and procs > torch.cuda.device_count():
         raise ConfigError(f"config key NUM_GPUS: {cfg.NUM_GPUS} processes requested but only "
                           f"{torch.cuda.device_count()} CUDA devices are visible")
@@ -129,15 +303,25 @@ def launch(cfg, init_method: str | None = None) -> int:
 
     import torch.multiprocessing as mp
 
+    context = mp.spawn(_spawned_worker, args=(cfg, init_method or cfg.INIT_METHOD, procs), nprocs=procs, join=False)
     try:
-        mp.spawn(_spawned_worker, args=(cfg, init_method or cfg.INIT_METHOD, procs), nprocs=procs, join=True)
+        while not context.join():
+            pass
     except mp.ProcessExitedException as err:
         print(f"error: a worker process exited with status {err.exit_code}; see the log above", file=sys.stderr)
         return 1
+    except Interrupted as stop:
+        _stop_children(context.processes, stop.args[0])
+        raise
     return 0
 
 
 def main(argv=None) -> int:
+    """tools/run_net.py: 0 done, 1 a run error, 2 a config or data-list error, 130 / 143 SIGINT / SIGTERM."""
+    return _run_stoppable(lambda: _main(argv))
+
+
+def _main(argv) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.cfg_file, args.opts)
@@ -153,8 +337,13 @@ def main(argv=None) -> int:
         return 2
     from video_gc.data.lists import DataListError
 
+    from .common import EngineError
+
     try:
-        return launch(cfg, args.init_method)
+        return launch(checkpoint_config_for_run(cfg, args.opts), args.init_method)
     except (ConfigError, DataListError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except EngineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1

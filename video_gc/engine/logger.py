@@ -44,6 +44,13 @@ def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
+def save_run_config(cfg) -> None:
+    """OUTPUT_DIR/config.yaml: the merged config of the run that uses the folder."""
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated by tensors, or the process's peak RSS on CPU."""
     if device.type == "cuda":

@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from .common import EngineError, class_names, load_test_weights, prepare_model, resolve_test_checkpoint
+from .common import (EngineError, class_names, load_test_weights, model_config_from_checkpoint, prepare_model,
+                     resolve_test_checkpoint)
 from .distributed import DistInfo
 from video_gc.inference import prepare_for_inference
 from .meters import ensemble_views
@@ -22,6 +23,29 @@ from .meters import ensemble_views
 
 class VideoInputError(EngineError):
     """The video to classify is missing or cannot be decoded."""
+
+
+def check_video(path: str) -> None:
+    """Refuse anything but a decodable video, in one line, before the model loads.
+
+    PyAV probes the file: it reports a bad one as an exception and prints nothing, where decord
+    (the default backend) also writes FFmpeg's and its own C++ messages to stderr, out of Python's
+    reach. Redirecting the process's stderr around decord instead would also swallow whatever any
+    other thread writes meanwhile, and still leave the reason to dig out of the noise."""
+    from video_gc.data import VideoDecodeError, open_video
+
+    if os.path.isdir(path):
+        raise VideoInputError(f"cannot classify {path}: it is a folder; give a video file")
+    if not os.path.isfile(path):
+        raise VideoInputError(f"video not found: {path}")
+    try:
+        decoder = open_video(path, "pyav")
+        try:
+            decoder.get_frames([0])
+        finally:
+            decoder.close()
+    except VideoDecodeError as err:
+        raise VideoInputError(f"cannot classify {path}: it is not a readable video ({err.reason})") from None
 
 
 def _decode_views(cfg, video_path: str) -> torch.Tensor:
@@ -42,18 +66,19 @@ def _decode_views(cfg, video_path: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_video(cfg, video_path: str, checkpoint: str | None = None, top_k: int = 5) -> dict:
+def predict_video(cfg, video_path: str, checkpoint: str | None = None, top_k: int = 5, opts=()) -> dict:
     """Top-k (class name, score) for one video; scores are the ensembled softmax divided by the view count
-    for ``sum`` (so they stay in [0, 1]). Also returns the weights used and the seconds taken."""
+    for ``sum`` (so they stay in [0, 1]). Also returns the weights used and the seconds taken.
+    The model is the one the checkpoint stores the config of, but for the keys set in ``opts``."""
     start = time.time()
-    if not os.path.isfile(video_path):
-        raise VideoInputError(f"video not found: {video_path}")
+    check_video(video_path)
     if checkpoint:
         cfg = cfg.clone()
         cfg.defrost()
         cfg.TEST.CHECKPOINT_FILE_PATH = checkpoint
     device = torch.device("cuda") if cfg.NUM_GPUS > 0 and torch.cuda.is_available() else torch.device("cpu")
     weights = resolve_test_checkpoint(cfg)
+    cfg = model_config_from_checkpoint(cfg, weights, opts)
     model = prepare_model(cfg, DistInfo(device=device))
     load_test_weights(cfg, model, weights)
     fast = prepare_for_inference(model, cfg.TEST.INFERENCE_MODE, device)
@@ -97,7 +122,7 @@ def main_predict(cfg_file: str, video: str, *, checkpoint: str = "", opts=(), to
     try:
         cfg = load_config(cfg_file, list(opts))
         report_unused(cfg, get_logger())
-        result = predict_video(cfg, video, checkpoint=checkpoint or None, top_k=top_k)
+        result = predict_video(cfg, video, checkpoint=checkpoint or None, top_k=top_k, opts=opts)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

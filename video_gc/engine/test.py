@@ -1,9 +1,10 @@
 """Multi-view testing: every video's V = NUM_ENSEMBLE_VIEWS x NUM_SPATIAL_CROPS
 views in one forward pass, softmax, ensembled by DATA.ENSEMBLE_METHOD.
 
-Writes to OUTPUT_DIR: ``predictions.npz`` (index, path, label, scores,
-prediction), ``test_metrics.json``, ``confusion_matrix.png`` and
-``failed_videos.txt``. Results from all ranks are gathered and de-duplicated
+Writes to OUTPUT_DIR ``test_metrics.json`` first, then ``failed_videos.txt``,
+``predictions.npz`` (index, path, label, scores, prediction) and
+``confusion_matrix.png``: an output that cannot be written is an error, but
+never costs the metrics. Results from all ranks are gathered and de-duplicated
 by video index, so every video counts exactly once.
 """
 
@@ -22,7 +23,9 @@ from .common import EngineError, class_names, load_test_weights, prepare_model, 
 from .logger import get_logger, progress
 from .meters import confusion_matrix, ensemble_views, mean_class_accuracy, topk_accuracies, topk_correct
 from .plots import plot_confusion_matrix
+from video_gc.data.coverage import FAILED_VIDEOS_FILE, coverage_line, write_coverage_report
 from video_gc.inference import prepare_for_inference
+from video_gc.utils.io import atomic_write_text
 
 logger = get_logger()
 
@@ -105,23 +108,56 @@ def _results_table(metrics: dict) -> str:
     return "\n".join([line] + [f"{k:<{width}}  {v}" for k, v in rows] + [line])
 
 
-def test(cfg, dist_info: du.DistInfo, model=None) -> dict | None:
-    """Run the multi-view test; returns the metrics dict on rank 0 (None elsewhere)."""
+def _weights_to_test(cfg, trained: str | None) -> str:
+    """TEST.CHECKPOINT_FILE_PATH when set; else the checkpoint this run's training wrote (never a
+    newer file that another run left in OUTPUT_DIR); else the newest valid one in OUTPUT_DIR."""
+    if trained and not cfg.TEST.CHECKPOINT_FILE_PATH:
+        return trained
+    return resolve_test_checkpoint(cfg)
+
+
+def coverage_shortfall(metrics: dict, min_coverage: float) -> str | None:
+    """Why the evaluated videos are too few of the list for the metrics to stand for it; None if enough."""
+    evaluated, total = metrics["videos_evaluated"], metrics["videos_total"]
+    if total and evaluated / total >= min_coverage:
+        return None
+    share = 100.0 * evaluated / total if total else 0.0
+    return (f"only {evaluated} of the {total} test videos were evaluated ({share:.1f}%, below TEST.MIN_COVERAGE "
+            f"{min_coverage:g}); {metrics['videos_failed']} failed to decode (listed in {FAILED_VIDEOS_FILE}). "
+            f"The metrics cover the evaluated videos only.")
+
+
+def _write_output(what: str, path: str, write) -> bool:
+    """``write()`` into a created folder; a failure is logged naming the file, and does not stop the
+    other outputs (the metrics are written before any of them)."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write()
+    except OSError as err:
+        logger.error("could not write the %s %s: %s", what, path, err)
+        return False
+    logger.info("%s: %s", what, path)
+    return True
+
+
+def _save_predictions(path: str, results: dict, paths: list[str]) -> None:
+    np.savez_compressed(path, index=results["index"], path=np.array([paths[i] for i in results["index"]], dtype=str),
+                        label=results["label"], scores=results["scores"].astype(np.float32),
+                        prediction=results["scores"].argmax(1) if len(results["index"]) else results["label"])
+
+
+def test(cfg, dist_info: du.DistInfo, model=None, trained: str | None = None) -> dict | None:
+    """Run the multi-view test; returns the metrics dict on rank 0 (None elsewhere).
+
+    ``trained``: the last checkpoint this run's training wrote; it is what gets tested unless
+    TEST.CHECKPOINT_FILE_PATH names another file. Raises EngineError after writing the metrics
+    when fewer than TEST.MIN_COVERAGE of the videos were evaluated or an output failed.
+    """
     from video_gc.data import construct_loader
-    from video_gc.data.coverage import write_coverage_report
 
     start = time.time()
     device = dist_info.device
-    # Rank 0 decides; an error is shared so that every rank stops instead of waiting.
-    choice = None
-    if du.is_master():
-        try:
-            choice = ("ok", resolve_test_checkpoint(cfg))
-        except EngineError as err:
-            choice = ("error", str(err))
-    status, path = du.broadcast_object(choice)
-    if status == "error":
-        raise EngineError(path)
+    path = du.run_on_master(lambda: _weights_to_test(cfg, trained), (EngineError,))
     if model is None:
         model = prepare_model(cfg, dist_info)
     model = cu.unwrap(model)
@@ -141,44 +177,54 @@ def test(cfg, dist_info: du.DistInfo, model=None) -> dict | None:
     num_classes = cfg.MODEL.NUM_CLASSES
     results = _merge(parts, num_classes)
     failed = [entry for part in parts for entry in part["failed"]]
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    coverage = write_coverage_report(num_videos, failed, cfg.OUTPUT_DIR)
     failed_indices = {int(entry[0]) for entry in failed}
     metrics, matrix = compute_metrics(results, num_classes)
-    paths = loader.dataset.paths
+    names = class_names(cfg)
     metrics.update({
         "videos_total": num_videos,
         "videos_evaluated": int(len(results["index"])),
         "videos_failed": len(failed_indices),
-        "coverage": coverage,
+        "coverage": coverage_line(num_videos, len(failed_indices)),
         "num_views": num_views,
         "ensemble_method": cfg.DATA.ENSEMBLE_METHOD,
         "inference_mode": fast.settings.mode,
         "checkpoint": os.path.abspath(path),
         "world_size": dist_info.world_size,
         "seconds": round(time.time() - start, 2),
+        "per_class_accuracy": {names[c]: (100.0 * matrix[c, c] / matrix[c].sum() if matrix[c].sum() else None)
+                               for c in range(num_classes)},
     })
     if metrics["videos_evaluated"] + metrics["videos_failed"] != num_videos:
         logger.warning("test coverage mismatch: %d evaluated + %d failed != %d videos in the list",
                        metrics["videos_evaluated"], metrics["videos_failed"], num_videos)
+    shortfall = coverage_shortfall(metrics, cfg.TEST.MIN_COVERAGE)
+    metrics.update(coverage_ok=shortfall is None, coverage_problem=shortfall)
 
-    predictions_path = cfg.TEST.SAVE_RESULTS_PATH or PREDICTIONS_FILE
-    predictions_path = os.path.join(cfg.OUTPUT_DIR, predictions_path)
-    np.savez_compressed(predictions_path, index=results["index"],
-                        path=np.array([paths[i] for i in results["index"]], dtype=str),
-                        label=results["label"], scores=results["scores"].astype(np.float32),
-                        prediction=results["scores"].argmax(1) if len(results["index"]) else results["label"])
-    names = class_names(cfg)
-    confusion_path = plot_confusion_matrix(matrix, names, os.path.join(cfg.OUTPUT_DIR, CONFUSION_FILE))
-    metrics["per_class_accuracy"] = {
-        names[c]: (100.0 * matrix[c, c] / matrix[c].sum() if matrix[c].sum() else None) for c in range(num_classes)}
+    # The metrics first: an optional output that fails below must not take them with it.
     metrics_path = os.path.join(cfg.OUTPUT_DIR, METRICS_FILE)
-    with open(metrics_path, "w") as f:
-        json.dump({k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}, f, indent=1)
-
-    logger.info("test results (%s):\n%s", coverage, _results_table(metrics))
-    logger.info("predictions: %s", predictions_path)
-    logger.info("confusion matrix: %s", confusion_path)
+    try:
+        atomic_write_text(metrics_path, json.dumps(
+            {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}, indent=1))
+    except OSError as err:
+        raise EngineError(f"could not write the test metrics {metrics_path}: {err}") from err
+    logger.info("test results (%s):\n%s", metrics["coverage"], _results_table(metrics))
     logger.info("metrics: %s", metrics_path)
+
+    predictions_path = os.path.join(cfg.OUTPUT_DIR, cfg.TEST.SAVE_RESULTS_PATH or PREDICTIONS_FILE)
+    if not predictions_path.endswith(".npz"):
+        predictions_path += ".npz"  # numpy adds it; the log names the real file
+    confusion_path = os.path.join(cfg.OUTPUT_DIR, CONFUSION_FILE)
+    written = [
+        _write_output("failed videos list", os.path.join(cfg.OUTPUT_DIR, FAILED_VIDEOS_FILE),
+                      lambda: write_coverage_report(num_videos, failed, cfg.OUTPUT_DIR)),
+        _write_output("predictions", predictions_path, lambda: _save_predictions(predictions_path, results,
+                                                                                 loader.dataset.paths)),
+        _write_output("confusion matrix", confusion_path, lambda: plot_confusion_matrix(matrix, names, confusion_path)),
+    ]
+    problems = [shortfall] if shortfall else []
+    if not all(written):
+        problems.append(f"{written.count(False)} output(s) could not be written (errors above)")
+    if problems:
+        raise EngineError(f"the test metrics are in {metrics_path}, but: " + " ".join(problems))
     metrics["metrics_path"] = metrics_path
     return metrics

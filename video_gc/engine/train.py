@@ -22,8 +22,9 @@ from torch import nn
 from . import checkpoint as cu
 from . import distributed as du
 from .common import EngineError, prepare_model
+from video_gc.utils.io import CheckpointError
 from video_gc.models.layout import autocast_context
-from .logger import StatsWriter, get_logger, peak_memory_mb, progress, read_stats
+from .logger import StatsWriter, get_logger, peak_memory_mb, progress, read_stats, save_run_config
 from .lr_policy import get_lr_at_epoch, set_lr
 from .meters import Timer, TrainMeter, topk_correct
 from .optimizer import construct_optimizer
@@ -209,10 +210,34 @@ def wrap_ddp(model: nn.Module, dist_info: du.DistInfo) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, output_device=device_ids and device_ids[0])
 
 
+def _clear_earlier_checkpoints(cfg) -> None:
+    """A fresh run must not mix its checkpoints with those of an earlier run in the same folder
+    (it would overwrite some and leave newer ones behind): stop, or delete them when
+    TRAIN.OVERWRITE_CHECKPOINTS says so."""
+    earlier = cu.list_checkpoints(cfg.OUTPUT_DIR)
+    if not earlier:
+        return
+    names = [os.path.basename(path) for path in earlier[::-1]]
+    listed = ", ".join(names) if len(names) <= 4 else f"{names[0]}, ..., {names[-1]}"
+    folder = cu.checkpoint_dir(cfg.OUTPUT_DIR)
+    if not cfg.TRAIN.OVERWRITE_CHECKPOINTS:
+        why = "TRAIN.AUTO_RESUME is False" if not cfg.TRAIN.AUTO_RESUME else "none of them loads"
+        raise EngineError(
+            f"{folder} holds {len(names)} checkpoint(s) of an earlier run ({listed}) and this run would start "
+            f"afresh ({why}). Resume that run (TRAIN.AUTO_RESUME True), choose another OUTPUT_DIR, or set "
+            f"TRAIN.OVERWRITE_CHECKPOINTS True to delete them and start afresh.")
+    for path in earlier:
+        os.remove(path)
+    logger.warning("TRAIN.OVERWRITE_CHECKPOINTS True: deleted %d checkpoint(s) of an earlier run from %s (%s)",
+                   len(names), folder, listed)
+
+
 def resume_or_initialise(cfg, model, optimizer, scaler) -> int:
     """Auto-resume from the newest valid checkpoint, else fine-tune weights, else scratch.
 
     Returns the 0-based epoch to start from. Rank 0 picks the file; all ranks load it.
+    A fresh start into a folder with another run's checkpoints stops (EngineError) unless
+    TRAIN.OVERWRITE_CHECKPOINTS deletes them.
     """
     found = None
     if cfg.TRAIN.AUTO_RESUME:
@@ -223,8 +248,13 @@ def resume_or_initialise(cfg, model, optimizer, scaler) -> int:
     if found:
         path, state = found
         start = cu.restore_training_state(state, path, model, optimizer, scaler)
-        logger.info("resumed from %s: continuing at epoch %d/%d", path, start + 1, cfg.SOLVER.MAX_EPOCH)
+        if start >= cfg.SOLVER.MAX_EPOCH:
+            logger.info("training already complete (epoch %d of %d, %s); %s", start, cfg.SOLVER.MAX_EPOCH, path,
+                        "testing" if cfg.TEST.ENABLE else "nothing to do")
+        else:
+            logger.info("resumed from %s: continuing at epoch %d/%d", path, start + 1, cfg.SOLVER.MAX_EPOCH)
         return start
+    du.run_on_master(lambda: _clear_earlier_checkpoints(cfg), (EngineError,))
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         from video_gc.models.weights import load_pretrained
 
@@ -246,7 +276,10 @@ def _check_ranks_agree(model: nn.Module, dist_info: du.DistInfo) -> None:
 
 
 def train(cfg, dist_info: du.DistInfo) -> dict:
-    """Train per cfg; returns {"epochs": ..., "last_checkpoint": ..., "train": ..., "val": ...}."""
+    """Train per cfg; returns {"epochs": ..., "last_checkpoint": ..., "train": ..., "val": ...}.
+
+    ``last_checkpoint`` (on every rank) is the last file this run wrote, None if it wrote none.
+    """
     from video_gc.data import construct_loader, shuffle_loader
 
     seed_everything(cfg.RNG_SEED)
@@ -256,6 +289,8 @@ def train(cfg, dist_info: du.DistInfo) -> dict:
     dtype = amp_dtype(cfg, device)
     scaler = make_grad_scaler(device, dtype)
     start_epoch = resume_or_initialise(cfg, model, optimizer, scaler)
+    if dist_info.is_master:  # only now: a run refused above leaves the earlier run's config.yaml alone
+        save_run_config(cfg)
     model = wrap_ddp(model, dist_info)
 
     train_loader = construct_loader(cfg, "train")
@@ -284,10 +319,10 @@ def train(cfg, dist_info: du.DistInfo) -> dict:
                                          epoch=epoch, stats=stats)
             if do_ckpt:
                 _check_finite_parameters(model, epoch)
-                if dist_info.is_master:
-                    result["last_checkpoint"] = cu.save_checkpoint(cfg.OUTPUT_DIR, epoch, model, optimizer, scaler, cfg)
-                    logger.info("saved %s", result["last_checkpoint"])
-                du.barrier()
+                result["last_checkpoint"] = du.run_on_master(
+                    lambda: cu.save_checkpoint(cfg.OUTPUT_DIR, epoch, model, optimizer, scaler, cfg),
+                    (CheckpointError,))
+                logger.info("saved %s", result["last_checkpoint"])
             result["epochs"] = epoch + 1
         if dist_info.distributed:
             _check_ranks_agree(model, dist_info)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import av
 
+from video_gc.utils.video_io import display_rotation, upright_size
+
 
 @dataclass
 class VideoInfo:
@@ -55,11 +57,13 @@ def probe_video(path: str, decode_all: bool = True) -> VideoInfo:
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate
             info.fps = float(rate) if rate else 0.0
-            info.width, info.height = stream.codec_context.width, stream.codec_context.height
             last_time = None
             first_time = None
             try:
                 for frame in container.decode(stream):
+                    if info.frames == 0:  # the size the decoders return: upright
+                        info.width, info.height = upright_size(frame.width, frame.height,
+                                                               display_rotation(stream, frame))
                     info.frames += 1
                     if frame.time is not None:
                         first_time = frame.time if first_time is None else first_time

@@ -3,7 +3,9 @@
 One job is one source file -> one output file, optionally cut to
 ``[start, end)`` seconds (untrimmed Kinetics downloads). The ffmpeg CLI does the
 work when it is installed; otherwise PyAV decodes, rescales with libswscale and
-encodes through :class:`video_gc.utils.video_io.VideoWriter`. Either way the
+encodes through :class:`video_gc.utils.video_io.VideoWriter`. Either way a
+rotated source (a phone video's display matrix) is written upright with no
+rotation left, its short side measured on the upright frame, and the
 output is written under a temporary name and renamed, an output that already
 exists and decodes is skipped (so an interrupted run resumes), and a bad source
 becomes a ``failed`` result with the reason instead of an exception.
@@ -23,7 +25,7 @@ from video_gc.data.lists import find_videos
 from video_gc.prep.lists import PrepError, write_report
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import probe_video
-from video_gc.utils.video_io import VideoWriter
+from video_gc.utils.video_io import VideoWriter, display_rotation, rotate_tag, upright, upright_size
 
 DEFAULT_SHORT_SIDE = 256
 
@@ -83,10 +85,19 @@ def _resize_pyav(job: ResizeJob) -> int:
                     if job.end is not None and frame.time >= job.end - 1e-6:
                         break
                 if writer is None:
-                    width, height = output_size(frame.width, frame.height, job.short_side)
+                    # The output is upright and carries no rotation: its size and short side are the upright frame's.
+                    rotation = display_rotation(stream, frame)
+                    width, height = output_size(*upright_size(frame.width, frame.height, rotation), job.short_side)
                     writer = VideoWriter(job.output, width, height, fps=float(rate), crf=job.crf)
-                writer.write(frame.reformat(width=width, height=height, format="yuv420p",
-                                            interpolation="AREA"))
+                if rotation:
+                    # Scaled as stored (to the output size turned back), then turned upright.
+                    stored_width, stored_height = upright_size(width, height, rotation)
+                    scaled = frame.reformat(width=stored_width, height=stored_height, format="rgb24",
+                                            interpolation="AREA")
+                    writer.write(upright(scaled.to_ndarray(), rotation))
+                else:
+                    writer.write(frame.reformat(width=width, height=height, format="yuv420p",
+                                                interpolation="AREA"))
             if writer is None:
                 raise ValueError(_no_frames(job))
             frames = writer.frames
@@ -99,7 +110,13 @@ def _resize_pyav(job: ResizeJob) -> int:
 
 
 def _resize_ffmpeg(job: ResizeJob) -> int:
-    """Same output with the ffmpeg CLI (accurate seek, even sizes via -2)."""
+    """Same output with the ffmpeg CLI (accurate seek, even sizes via -2).
+
+    ffmpeg turns a display-matrix rotation upright before the scale filter and
+    leaves none in the output (its default ``-autorotate``). A legacy ``rotate``
+    tag alone (see ``display_rotation``) is applied only by ffmpeg versions that
+    still read it; ``resize_one`` sends such sources to PyAV when the backend is auto.
+    """
     root, ext = os.path.splitext(job.output)
     tmp = f"{root}.partial{ext}"
     os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
@@ -129,6 +146,16 @@ def _resize_ffmpeg(job: ResizeJob) -> int:
     return info.frames
 
 
+def _has_rotate_tag(path: str) -> bool:
+    """Whether the source's video stream has a legacy ``rotate`` tag (an unreadable file has none:
+    resizing it reports why)."""
+    try:
+        with av.open(path) as container:
+            return any(rotate_tag(stream) for stream in container.streams.video[:1])
+    except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError):
+        return False
+
+
 def resize_one(job: ResizeJob) -> ResizeResult:
     """Run one job; never raises for a bad source (the result says why)."""
     if probe_video(job.output, decode_all=False).ok:
@@ -139,7 +166,7 @@ def resize_one(job: ResizeJob) -> ResizeResult:
         return ResizeResult(job, "failed", "empty file (0 bytes)")
     backend = job.backend
     if backend == "auto":
-        backend = "ffmpeg" if shutil.which("ffmpeg") else "pyav"
+        backend = "ffmpeg" if shutil.which("ffmpeg") and not _has_rotate_tag(job.source) else "pyav"
     try:
         frames = _resize_ffmpeg(job) if backend == "ffmpeg" else _resize_pyav(job)
     except (av.error.FFmpegError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as err:

@@ -45,6 +45,9 @@ PAIRS = (
 )
 MAX_CLASSES = 2 * len(PAIRS)
 META_FILE = "synthetic.json"
+# The demo's videos (WIDTH x HEIGHT, FRAMES at 30 fps); the GPU check trains on the same.
+DEMO_VIDEO_SIZE = (80, 64)
+DEMO_VIDEO_FRAMES = 48
 
 
 def class_names(num_classes: int) -> list[str]:

@@ -6,7 +6,8 @@ Output layout:
 - ``DIR/classids.json``: class -> 0-based index (``classInd.txt`` is 1-based);
 - ``DIR/split{1,2,3}/{train,val,test}.csv`` with lines ``../videos/<Class>/<name>.mp4 <index>``
   (paths relative to the split folder; ``val.csv`` = ``test.csv`` = the official
-  test list, since UCF-101 has no separate validation set). Point
+  test list, since UCF-101 has no separate validation set) and a copy of
+  ``classids.json``, since runs read ``DATA.CLASS_NAMES_FILE`` in the data folder. Point
   ``DATA.PATH_TO_DATA_DIR`` at one split folder;
 - ``DIR/report.csv``: listed videos that are missing or failed, with the reason.
 """
@@ -106,6 +107,7 @@ def prepare_ucf101(root: str, splits_dir: str, output: str, short_side: int = DE
             per_split[f"{k}/{part}"] = {"annotated": len(entries), "listed": len(kept),
                                         "missing": sum(results[r].status == "missing" for r, _ in entries),
                                         "failed": sum(results[r].status == "failed" for r, _ in entries)}
+        write_classids(os.path.join(folder, "classids.json"), names)
     for rel, result in results.items():
         if result.status in ("missing", "failed"):
             report_rows[rel] = {"split": "", "item": outputs[rel], "source": result.job.source,

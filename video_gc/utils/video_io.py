@@ -1,12 +1,48 @@
-"""Writing videos with PyAV (tests, the synthetic dataset, the resizer's fallback)."""
+"""Writing videos with PyAV (tests, the synthetic dataset, the resizer's fallback), and the
+display-rotation rule that every reader of frames (decoders, resizer, probe) follows."""
 
 from __future__ import annotations
 
+import math
 import os
 from fractions import Fraction
 
 import av
 import numpy as np
+
+
+def display_rotation(stream, frame) -> int:
+    """Clockwise degrees (0, 90, 180 or 270) a player turns ``frame`` of ``stream`` to show it upright.
+
+    Phone videos carry the rotation as a display matrix, which PyAV exposes per frame
+    (``frame.rotation``, counter-clockwise). decord, which cannot be told to leave frames
+    as stored, applies a stream's legacy ``rotate`` tag first and the matrix only when there
+    is no tag, so the same precedence is used here for both backends to agree. The tag
+    survives only in containers that keep free-form stream tags (mkv): the FFmpeg inside
+    PyAV neither applies it nor writes it into mp4. Other angles are left alone, as decord does.
+    """
+    degrees = int((rotate_tag(stream) or -frame.rotation) % 360)
+    return degrees if degrees in (90, 180, 270) else 0
+
+
+def rotate_tag(stream) -> float:
+    """The stream's legacy ``rotate`` tag in degrees clockwise; 0 when absent or not a number."""
+    tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), "")
+    try:
+        degrees = float(tag)
+    except ValueError:
+        return 0.0
+    return degrees if math.isfinite(degrees) else 0.0
+
+
+def upright_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    """(width, height) of a frame once turned by ``rotation`` degrees (and back: the swap is its own inverse)."""
+    return (height, width) if rotation in (90, 270) else (width, height)
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """An (H, W, C) image turned clockwise by ``rotation`` degrees (a view when 0)."""
+    return np.rot90(image, k=-(rotation // 90))
 
 
 class VideoWriter:

@@ -12,10 +12,10 @@ containers and numpy arrays.
 """
 
 from .caffe2_pickle import load_caffe2_pickle
-from .formats import FORMATS, SourceWeights, detect_format, load_source, read_checkpoint
+from .formats import FORMATS, SourceWeights, detect_format, load_source, read_checkpoint, require_finite
 from .inflate import INFLATE_MODES, inflate_kernel
 from .loader import apply_weights, import_weights, load_pretrained
-from .pytorchvideo_io import PYTORCHVIDEO_BUILDERS, export_pytorchvideo
+from .pytorchvideo_io import PYTORCHVIDEO_BUILDERS, export_pytorchvideo, pytorchvideo_builder
 from .report import LoadReport
 
 __all__ = [
@@ -32,5 +32,7 @@ __all__ = [
     "load_caffe2_pickle",
     "load_pretrained",
     "load_source",
+    "pytorchvideo_builder",
     "read_checkpoint",
+    "require_finite",
 ]

@@ -7,7 +7,7 @@ import os
 from video_gc.utils.io import atomic_save
 
 from .loader import import_weights
-from .pytorchvideo_io import PYTORCHVIDEO_BUILDERS, export_pytorchvideo
+from .pytorchvideo_io import export_pytorchvideo, pytorchvideo_builder
 from .report import LoadReport
 
 TARGETS = ("video_gc", "pytorchvideo")
@@ -33,6 +33,7 @@ def convert_checkpoint(
 
     if to not in TARGETS:
         raise ValueError(f"--to: invalid value {to!r}; allowed values: {', '.join(TARGETS)}")
+    builder = pytorchvideo_builder(cfg.MODEL.ARCH) if to == "pytorchvideo" else None  # refuses before any work
     model = build_model(cfg)
     report = import_weights(model, input_path, fmt=fmt, inflate=True, inflate_mode=inflate_mode, strict=strict)
     state = model.state_dict()
@@ -47,6 +48,6 @@ def convert_checkpoint(
         "report": report.summary(),
     }
     if to == "pytorchvideo":
-        meta["pytorchvideo_builder"] = PYTORCHVIDEO_BUILDERS.get(cfg.MODEL.ARCH)
+        meta["pytorchvideo_builder"] = builder
     atomic_save({"model_state": state, "meta": meta, "cfg": cfg.dump()}, output_path)
     return report

@@ -125,6 +125,18 @@ def detect_format(state: Mapping, path: str) -> str:
     )
 
 
+def require_finite(tensors: Mapping[str, torch.Tensor], path: str) -> None:
+    """Refuse weights with NaN or inf values: a model made of them still ranks classes and
+    scores test sets, so every number it reported would look real and mean nothing."""
+    bad = [key for key, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} holds non-finite weights: {len(bad)} of {len(tensors)} tensors contain NaN or inf, "
+            f"the first is {bad[0]}; refusing to use it, as every result computed from it would be meaningless. "
+            f"Use another checkpoint (to resume training from an earlier one, move this file out of its folder)"
+        )
+
+
 def _is_array(value: Any) -> bool:
     return isinstance(value, torch.Tensor) or (isinstance(value, np.ndarray) and value.dtype.kind in "fiub")
 
@@ -167,4 +179,5 @@ def load_source(path: str, fmt: str = "auto") -> SourceWeights:
         else:
             source.tensors[ours] = tensor
             source.origin[ours] = key
+    require_finite({source.origin[k]: t for k, t in source.tensors.items()}, path)
     return source

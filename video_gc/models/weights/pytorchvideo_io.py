@@ -16,17 +16,30 @@ from typing import Mapping
 
 import torch
 
+from video_gc.registry import ARCHS
+
 from . import names
 
-# Our archs whose PyTorchVideo counterpart has a max-pool module after res2
-# (``stage1_pool``: c2d_r50, i3d_r50), shifting later block indices by one.
-STAGE1_POOL_ARCHS = ("c2d", "c2d_nl32", "i3d")
+# Our archs that PyTorchVideo has a model of, and its hub builder.
 PYTORCHVIDEO_BUILDERS = {"slow": "slow_r50", "c2d": "c2d_r50", "i3d": "i3d_r50"}
+# Builders whose model has a max-pool module after res2 (``stage1_pool``), shifting later block indices by one.
+STAGE1_POOL_BUILDERS = ("c2d_r50", "i3d_r50")
+
+
+def pytorchvideo_builder(arch: str) -> str:
+    """The PyTorchVideo hub builder of MODEL.ARCH ``arch`` (an alias, e.g. slowonly, counts as the arch
+    it names); ValueError for an arch PyTorchVideo has no model of: its names would load nowhere."""
+    for name, builder in PYTORCHVIDEO_BUILDERS.items():
+        if ARCHS[name] is ARCHS[arch]:
+            return builder
+    mapped = ", ".join(f"{name} ({builder})" for name, builder in PYTORCHVIDEO_BUILDERS.items())
+    raise ValueError(f"cannot export MODEL.ARCH {arch} to PyTorchVideo: it has no such model; "
+                     f"the archs that export are {mapped}")
 
 
 def export_pytorchvideo(state: Mapping[str, torch.Tensor], *, arch: str) -> "OrderedDict[str, torch.Tensor]":
     """Our ``model.state_dict()`` (for MODEL.ARCH ``arch``) -> PyTorchVideo names."""
-    stage1_pool = arch in STAGE1_POOL_ARCHS
+    stage1_pool = pytorchvideo_builder(arch) in STAGE1_POOL_BUILDERS
     stages = {int(k[3]) for k in state if k.startswith("res")}
     num_stages = len(stages) or 4
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
