@@ -24,6 +24,8 @@ def _by_hand(x: torch.Tensor, gamma: float, beta: float, eps: float, std_form: s
         squares = float(((g - mu) ** 2).sum())
         if std_form == "official":  # unbiased std, eps added after the root
             sigma = math.sqrt(squares / (c - 1)) + eps
+        elif std_form == "biased":  # 1/C std, eps added after the root
+            sigma = math.sqrt(squares / c) + eps
         else:  # Eq. 7: 1/C variance, eps inside the root
             sigma = math.sqrt(squares / c + eps)
         g_hat = gamma * (g - mu) / sigma + beta
@@ -31,7 +33,7 @@ def _by_hand(x: torch.Tensor, gamma: float, beta: float, eps: float, std_form: s
     return out
 
 
-@pytest.mark.parametrize("std_form", ["official", "paper"])
+@pytest.mark.parametrize("std_form", ["official", "paper", "biased"])
 def test_matches_formulas_by_hand(std_form):
     block = NormalizationAttention(6, std_form=std_form).double()
     with torch.no_grad():
@@ -41,8 +43,8 @@ def test_matches_formulas_by_hand(std_form):
     gates = []
     block.gate_probe.register_forward_hook(lambda m, i, o: gates.append(o))
     torch.testing.assert_close(block(x), _by_hand(x, 1.7, -0.4, 1e-5, std_form), rtol=1e-10, atol=1e-10)
-    other = "paper" if std_form == "official" else "official"
-    assert not torch.allclose(block(x), _by_hand(x, 1.7, -0.4, 1e-5, other), rtol=1e-6, atol=1e-6)
+    for other in {"official", "paper", "biased"} - {std_form}:
+        assert not torch.allclose(block(x), _by_hand(x, 1.7, -0.4, 1e-5, other), rtol=1e-6, atol=1e-6)
     assert gates[0].shape == (2, 6, 1, 1, 1)
     assert not torch.allclose(gates[0][0], gates[0][0].mean())  # a per-channel gate
 

@@ -229,3 +229,31 @@ def test_demo_net_says_in_one_line_what_is_not_a_video(kind, trained, tiny_data,
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.splitlines()  # no decoder messages around it
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot classify {video}: {reason}"), done.stderr
+
+
+def test_a_checkpoint_of_an_earlier_version_loads_with_its_own_na_form(tmp_path):
+    """Version-1 checkpoints store GC.FUSION as a string and no NA.STD_FORM: the tools still build
+    the model, with the NA form it was trained with."""
+    import yaml
+
+    import torch
+
+    from video_gc.config import get_cfg
+    from video_gc.engine.common import model_config_from_checkpoint
+    from video_gc.models import build_model
+
+    opts = ["CONTEXT.TYPE", "na", "CONTEXT.LOCATION", "[[0], [], [], []]", *MODEL_OPTS]
+    cfg = load_config(None, opts + ["CONTEXT.NA.STD_FORM", "biased"])
+    path = cu.save_checkpoint(str(tmp_path), 0, build_model(cfg), cfg=cfg)
+    stored = yaml.safe_load(get_cfg().dump())
+    for key in ("CONFIG_VERSION",):
+        del stored[key]
+    del stored["CONTEXT"]["NA"]["STD_FORM"], stored["CONTEXT"]["GC"]["ZERO_INIT"]
+    stored["CONTEXT"]["GC"]["FUSION"] = "add"
+    stored["CONTEXT"]["TYPE"], stored["CONTEXT"]["LOCATION"] = "na", [[0], [], [], []]
+    stored["MODEL"]["NUM_CLASSES"], stored["RESNET"]["WIDTH_PER_GROUP"] = cfg.MODEL.NUM_CLASSES, cfg.RESNET.WIDTH_PER_GROUP
+    state = torch.load(path, weights_only=True)
+    state["cfg"] = yaml.safe_dump(stored)
+    torch.save(state, path)
+    out = model_config_from_checkpoint(load_config(None), path)
+    assert (out.CONTEXT.TYPE, out.CONTEXT.NA.STD_FORM, out.CONTEXT.GC.FUSION) == ("na", "biased", ["add"])

@@ -129,7 +129,8 @@ def test_a_config_of_the_earlier_version_is_read_as_it_was_meant(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="video_gc.config"):
         cfg = load_config(str(path))
     assert (cfg.DATA.USE_OFFSET_SAMPLING, cfg.DATA.DECODING_SHORT_SIZE, cfg.CONFIG_VERSION) == (True, 0, 2)
-    assert "ignoring DATA.USE_OFFSET_SAMPLING False, DATA.DECODING_SHORT_SIZE 256" in caplog.text
+    assert ("ignoring DATA.USE_OFFSET_SAMPLING False, which it did not read; ignoring DATA.DECODING_SHORT_SIZE 256"
+            in caplog.text)
     assert str(path) in caplog.text
     # The same file marked as the current version means what it says; a config written now round-trips.
     path.write_text(yaml.safe_dump({**old, "CONFIG_VERSION": 2}))
@@ -145,3 +146,21 @@ def test_a_config_of_the_earlier_version_is_read_as_it_was_meant(tmp_path, caplo
         load_config(str(path))
     with pytest.raises(ConfigError, match="CONFIG_VERSION: invalid value 1"):
         load_config(None, ["CONFIG_VERSION", "1"])
+
+
+def test_an_earlier_na_config_keeps_the_form_it_trained_with():
+    from video_gc.config import get_cfg, upgrade_config
+
+    import yaml
+
+    old = yaml.safe_load(get_cfg().dump())
+    del old["CONFIG_VERSION"]
+    del old["CONTEXT"]["NA"]["STD_FORM"]
+    old["CONTEXT"]["TYPE"] = "na"
+    old["CONTEXT"]["GC"]["FUSION"] = "add"  # a bare string, as version 1 wrote it
+    upgrade_config(old, "old.yaml", 2)
+    assert old["CONTEXT"]["NA"]["STD_FORM"] == "biased" and old["CONFIG_VERSION"] == 2
+    current = yaml.safe_load(get_cfg().dump())
+    current["CONTEXT"]["TYPE"] = "na"
+    upgrade_config(current, "new.yaml", 2)
+    assert current["CONTEXT"]["NA"]["STD_FORM"] == "official"

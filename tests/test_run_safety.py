@@ -320,3 +320,14 @@ def test_checkpoints_get_the_permissions_of_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert os.stat(path).st_mode & 0o777 == mode
+
+
+def test_a_fine_tune_source_inside_the_run_folder_is_refused_not_deleted(tiny_data, earlier_run, tmp_path):
+    out = _copy(earlier_run, tmp_path)
+    source = out / "checkpoints" / "checkpoint_epoch_00001.pyth"
+    before = _sha(source)
+    opts = tiny_opts(tiny_data, out, "SOLVER.MAX_EPOCH", "1", "TRAIN.AUTO_RESUME", "False",
+                     "TRAIN.OVERWRITE_CHECKPOINTS", "True", "TRAIN.CHECKPOINT_FILE_PATH", str(source))
+    assert run_net(["--cfg", CFG, "--opts", *opts]) == 1
+    assert "lies in this run's own" in (out / "log.txt").read_text()
+    assert _sha(source) == before

@@ -21,7 +21,8 @@ from video_gc.registry import ARCHS, BLOCKS, DEPTHS, INFERENCE_MODES, WEIGHT_FOR
 
 from .defaults import get_defaults
 
-__all__ = ["CfgNode", "ConfigError", "allowed_values", "get_cfg", "get_key", "load_config", "validate_cfg"]
+__all__ = ["CfgNode", "ConfigError", "allowed_values", "get_cfg", "get_key", "load_config", "merge_config_dict",
+           "upgrade_config", "validate_cfg"]
 
 # Keys whose allowed values are one of the package's registries (the tables themselves).
 _REGISTRY_KEYS = {
@@ -162,11 +163,7 @@ def load_config(path: str | None = None, opts: Sequence[str] | None = None) -> C
             raise ConfigError(f"{path}: expected a mapping of config sections ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections, got a {type(data).__name__}")
-        _upgrade(data, path, cfg.CONFIG_VERSION)
-        try:
-            cfg.merge_from_other_cfg(CfgNode(_widen_ints(data, cfg)))
-        except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise _explain_merge_error(err, path, cfg) from err
+        merge_config_dict(cfg, data, path)
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"--opts needs KEY VALUE pairs, got an odd number of items: {list(opts)}")
@@ -186,31 +183,46 @@ def load_config(path: str | None = None, opts: Sequence[str] | None = None) -> C
 _UNREAD_IN_VERSION_1 = ("DATA.USE_OFFSET_SAMPLING", "DATA.DECODING_SHORT_SIZE")
 
 
-def _upgrade(data: dict, path: str, current: int) -> None:
+def upgrade_config(data: dict, source: str, current: int) -> None:
     """Read a config written by an earlier video_gc as it was meant, in place.
 
-    A file without CONFIG_VERSION that sets TEST.INFERENCE_MODE is a version-1 dump
-    (a PySlowFast YAML has no such key), as is one that says CONFIG_VERSION 1: its
-    values of keys that version 1 never read are dropped, with a warning naming them.
+    A dict without CONFIG_VERSION that sets TEST.INFERENCE_MODE is a version-1 dump (a
+    PySlowFast YAML has no such key), as is one that says CONFIG_VERSION 1: its values of
+    keys that version 1 never read are dropped, and an NA model keeps the std form it was
+    trained with (``biased``); a warning names what changed. ``source`` names the file.
     """
     test = data.get("TEST")
     dump = isinstance(test, dict) and "INFERENCE_MODE" in test
     version = data.get("CONFIG_VERSION", 1 if dump else current)
     if not isinstance(version, int) or not 1 <= version <= current:
-        raise ConfigError(f"{path}: config key CONFIG_VERSION: invalid value {version!r}; allowed values: 1.."
+        raise ConfigError(f"{source}: config key CONFIG_VERSION: invalid value {version!r}; allowed values: 1.."
                           f"{current} (a larger one was written by a newer video_gc)")
     if version == current:
         return
-    dropped = []
+    changed = []
     for key in _UNREAD_IN_VERSION_1:
         section, leaf = key.split(".")
         if isinstance(data.get(section), dict) and leaf in data[section]:
-            dropped.append(f"{key} {data[section].pop(leaf)!r}")
+            changed.append(f"ignoring {key} {data[section].pop(leaf)!r}, which it did not read")
+    context = data.get("CONTEXT")
+    if isinstance(context, dict) and context.get("TYPE") == "na" and "STD_FORM" not in context.get("NA", {}):
+        context.setdefault("NA", {})["STD_FORM"] = "biased"
+        changed.append("CONTEXT.NA.STD_FORM biased, the NA form it trained with")
     data["CONFIG_VERSION"] = current
-    if dropped:
+    if changed:
         logging.getLogger("video_gc.config").warning(
-            "%s: a config of an earlier video_gc (CONFIG_VERSION 1); ignoring %s, which it did not read "
-            "(set CONFIG_VERSION: %d in the file to use them)", path, ", ".join(dropped), current)
+            "%s: a config of an earlier video_gc (CONFIG_VERSION 1); %s (set CONFIG_VERSION: %d in the file to "
+            "read it as written)", source, "; ".join(changed), current)
+
+
+def merge_config_dict(cfg: CfgNode, data: dict, source: str) -> None:
+    """Merge a config dict (a YAML file's, or the one a checkpoint stores) into ``cfg``, upgraded
+    from an earlier version and coerced like a file; errors name ``source``."""
+    upgrade_config(data, source, cfg.CONFIG_VERSION)
+    try:
+        cfg.merge_from_other_cfg(CfgNode(_widen_ints(data, cfg)))
+    except (KeyError, ValueError, AssertionError, TypeError) as err:
+        raise _explain_merge_error(err, source, cfg) from err
 
 
 def _nest(parents: list[str], leaf: dict) -> dict:

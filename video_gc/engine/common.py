@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import yaml
 from torch import nn
 
-from video_gc.config import CfgNode, ConfigError, get_key, validate_cfg
+from video_gc.config import CfgNode, ConfigError, get_key, merge_config_dict, upgrade_config, validate_cfg
 from video_gc.utils.io import CheckpointError
 
 from . import checkpoint as cu
@@ -84,10 +84,12 @@ def load_test_weights(cfg, model, path: str) -> None:
     logger.info("%s", report.format())
 
 
-# What decides the network a checkpoint's weights belong to: its structure, its classes and the
-# clip it was trained on. A tool given a checkpoint builds the model from the checkpoint's own values.
+# What decides the network a checkpoint's weights belong to: its structure, its classes and its input
+# channels. A tool given a checkpoint builds the model from the checkpoint's own values. The clip
+# length (DATA.NUM_FRAMES) is a test setting taken with its sampling rate from --cfg, except where
+# the weights depend on it (a CGD with per-frame weights).
 MODEL_SECTIONS = ("MODEL", "RESNET", "NONLOCAL", "CONTEXT")
-MODEL_DATA_KEYS = ("DATA.NUM_FRAMES", "DATA.INPUT_CHANNEL_NUM")
+MODEL_DATA_KEYS = ("DATA.INPUT_CHANNEL_NUM",)
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -142,7 +144,12 @@ def model_config_from_checkpoint(cfg, path: str, opts: Sequence[str] = ()) -> Cf
     the checkpoint at ``path``, so a tool builds the network the weights were trained as without the
     user repeating every training override. Keys set in ``opts`` (the command line's KEY VALUE pairs)
     keep the user's value; the rest of ``cfg`` (data, test settings) stays. Logs one line."""
-    stored = {key: value for key, value in _flatten(_stored_config(path)) if _is_model_leaf(cfg, key)}
+    raw = _stored_config(path)
+    upgrade_config(raw, f"the config stored in {path}", cfg.CONFIG_VERSION)
+    stored = {key: value for key, value in _flatten(raw) if _is_model_leaf(cfg, key)}
+    context = raw.get("CONTEXT", {}) if isinstance(raw.get("CONTEXT"), dict) else {}
+    if context.get("TYPE") == "cgd" and context.get("CGD", {}).get("SHARE_TEMPORAL") is False:
+        stored["DATA.NUM_FRAMES"] = raw.get("DATA", {}).get("NUM_FRAMES", cfg.DATA.NUM_FRAMES)
     kept = sorted(set(opts[0::2]) & set(stored))
     taken = {key: value for key, value in stored.items() if key not in kept}
     if not taken:
@@ -150,7 +157,7 @@ def model_config_from_checkpoint(cfg, path: str, opts: Sequence[str] = ()) -> Cf
     out = cfg.clone()
     out.defrost()
     try:
-        out.merge_from_other_cfg(CfgNode(_nest(taken)))
+        merge_config_dict(out, _nest(taken), f"the config stored in {path}")
         validate_cfg(out)
     except (ConfigError, KeyError, ValueError, AssertionError, TypeError) as err:
         raise ConfigError(f"the model config stored in {path}: {err}") from err

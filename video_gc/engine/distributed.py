@@ -141,6 +141,9 @@ def run_on_master(fn, errors: tuple[type[Exception], ...]):
             outcome = (True, fn())
         except errors as err:
             outcome = (False, err)
+        except Exception as err:  # unexpected: still stop every rank, then re-raise it here with its traceback
+            broadcast_object((False, RuntimeError(f"rank 0 failed: {type(err).__name__}: {err}")))
+            raise
     ok, value = broadcast_object(outcome)
     if not ok:
         raise value

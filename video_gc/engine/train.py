@@ -214,7 +214,13 @@ def _clear_earlier_checkpoints(cfg) -> None:
     """A fresh run must not mix its checkpoints with those of an earlier run in the same folder
     (it would overwrite some and leave newer ones behind): stop, or delete them when
     TRAIN.OVERWRITE_CHECKPOINTS says so."""
+    source = os.path.abspath(cfg.TRAIN.CHECKPOINT_FILE_PATH) if cfg.TRAIN.CHECKPOINT_FILE_PATH else None
     earlier = cu.list_checkpoints(cfg.OUTPUT_DIR)
+    if source in map(os.path.abspath, earlier):
+        raise EngineError(
+            f"TRAIN.CHECKPOINT_FILE_PATH {cfg.TRAIN.CHECKPOINT_FILE_PATH} lies in this run's own "
+            f"{cu.checkpoint_dir(cfg.OUTPUT_DIR)}, where a fresh run writes its checkpoints: copy it elsewhere "
+            f"first, or resume that run (TRAIN.AUTO_RESUME True)")
     if not earlier:
         return
     names = [os.path.basename(path) for path in earlier[::-1]]

@@ -14,6 +14,8 @@ sigma has two forms (``std_form``):
   deviation (divisor C - 1), as the official code computes it; it produced the
   paper's results and weights.
 - ``paper``: Eq. 7 as printed, sigma = sqrt(1/C sum_c (g_c - mean_C g)^2 + eps).
+- ``biased``: sigma = the 1/C standard deviation + eps, the form of video_gc's
+  first configs (CONFIG_VERSION 1), so their NA checkpoints test as trained.
 
 Eq. 5 takes the L1 distance -||x_i - C||_1 of the C-vectors; the official code,
 which we follow, the absolute difference of the channel means.
@@ -27,7 +29,7 @@ from torch import nn
 
 from ..layout import no_autocast
 
-STD_FORMS = ("official", "paper")
+STD_FORMS = ("official", "paper", "biased")
 
 
 def weighted_sum(flat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -42,7 +44,8 @@ class NormalizationAttention(nn.Module):
     Args:
         dim: channels C (kept for ``extra_repr`` and checks; NA has no per-channel weights).
         eps: the eps of sigma.
-        std_form: ``official`` (unbiased std + eps) or ``paper`` (Eq. 7's sqrt(var + eps)).
+        std_form: ``official`` (unbiased std + eps), ``paper`` (Eq. 7's sqrt(var + eps)) or
+            ``biased`` (1/C std + eps).
 
     Probe: ``gate_probe`` sees sigmoid(g_hat), [N, C, 1, 1, 1].
     """
@@ -75,8 +78,8 @@ class NormalizationAttention(nn.Module):
 
     def gate(self, g: torch.Tensor) -> torch.Tensor:
         """Eq. 7-9 gate sigmoid(g_hat) [N, C, 1, 1, 1] from the global context g [N, C]."""
-        if self.std_form == "official":
-            std, mean = torch.std_mean(g, dim=1, correction=1, keepdim=True)
+        if self.std_form in ("official", "biased"):
+            std, mean = torch.std_mean(g, dim=1, correction=int(self.std_form == "official"), keepdim=True)
             sigma = std + self.eps
         else:
             var, mean = torch.var_mean(g, dim=1, correction=0, keepdim=True)
