@@ -179,7 +179,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     assert code == 1
     log = (out / "log.txt").read_text()
     assert re.search(r"loss is (nan|inf) at epoch 2, iteration \d/4", log), log[-2000:]
+    assert f"the last good checkpoint, {good}, is kept" in log
     assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_epoch_00001.pyth"]
+    # Diverging before any checkpoint exists says so, instead of naming one.
+    fresh = tmp_path / "nan_first"
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, fresh, "SOLVER.MAX_EPOCH", "1",
+                                                        "SOLVER.BASE_LR", "1e38", "SOLVER.LR_POLICY", "constant")]) == 1
+    log = (fresh / "log.txt").read_text()
+    assert re.search(r"loss is (nan|inf) at epoch 1, iteration \d/4", log) and "no checkpoint was written yet" in log
+    assert "last good checkpoint" not in log
     assert _sha(good) == digest
     assert not (out / "test_metrics.json").exists()
 

@@ -113,10 +113,11 @@ def train_epoch(cfg, *, loader, model, optimizer, scaler, epoch: int, device, dt
         reduced = du.all_reduce_mean(torch.stack([loss.detach(), hits1.float().mean(), hits5.float().mean()]))
         loss_value, top1, top5 = reduced.tolist()
         if not math.isfinite(loss_value):
+            saved = cu.list_checkpoints(cfg.OUTPUT_DIR)
+            kept = f"the last good checkpoint, {saved[0]}, is kept" if saved else "no checkpoint was written yet"
             raise NonFiniteLossError(
                 f"loss is {loss_value} at epoch {epoch + 1}, iteration {it + 1}/{iters} (lr {lr:.6g}); "
-                f"training stopped, the last good checkpoint is kept. Lower SOLVER.BASE_LR, add warm-up "
-                f"or enable SOLVER.CLIP_GRAD_L2NORM.")
+                f"training stopped, {kept}. Lower SOLVER.BASE_LR, add warm-up or enable SOLVER.CLIP_GRAD_L2NORM.")
 
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
