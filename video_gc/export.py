@@ -22,16 +22,14 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from video_gc.config import get_key
 from video_gc.data.lists import DataListError, read_classids
-from video_gc.engine.common import load_test_weights
+from video_gc.engine.common import flatten_config, load_test_weights, stored_config
 from video_gc.engine.logger import get_logger
 from video_gc.models import build_model
-from video_gc.models.weights import read_checkpoint
-from video_gc.utils.io import atomic_write_text
+from video_gc.utils.io import CheckpointError, atomic_write_text
 
 logger = get_logger()
 
@@ -237,21 +235,12 @@ def file_sha256(path: str) -> str:
 
 def _warn_preprocessing_differs(cfg, checkpoint: str) -> None:
     """The checkpoint's stored config (when it has one) trained on other clips than the sidecar will describe."""
-    obj = read_checkpoint(checkpoint)
-    text = obj.get("cfg") if isinstance(obj, dict) else None
     try:
-        stored = yaml.safe_load(text) if isinstance(text, str) else None
-    except yaml.YAMLError:
+        stored = dict(flatten_config(stored_config(checkpoint)))
+    except CheckpointError:
         return  # loading the weights already vetted the file; a broken config is not this check's concern
-    if not isinstance(stored, dict):
-        return
-    differ = []
-    for key in PREPROCESSING_KEYS:
-        node = stored
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None and node != get_key(cfg, key):
-            differ.append(f"{key} (config {get_key(cfg, key)!r}, checkpoint {node!r})")
+    differ = [f"{key} (config {get_key(cfg, key)!r}, checkpoint {stored[key]!r})"
+              for key in PREPROCESSING_KEYS if key in stored and stored[key] != get_key(cfg, key)]
     if differ:
         logger.warning("the sidecar describes the --cfg preprocessing, which differs from the checkpoint's "
                        "training config in %s; pass the training config with --cfg", ", ".join(differ))

@@ -92,10 +92,11 @@ MODEL_SECTIONS = ("MODEL", "RESNET", "NONLOCAL", "CONTEXT")
 MODEL_DATA_KEYS = ("DATA.INPUT_CHANNEL_NUM",)
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten_config(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested config dict."""
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            yield from _flatten(value, f"{prefix}{key}.")
+            yield from flatten_config(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -121,7 +122,7 @@ def _is_model_leaf(cfg, key: str) -> bool:
         return False
 
 
-def _stored_config(path: str) -> dict:
+def stored_config(path: str) -> dict:
     """The config a video_gc checkpoint stores (YAML under "cfg"), as a dict; {} for any other file:
     a PySlowFast or Detectron file stores its own tool's config, whose keys share names with ours
     but not always meanings."""
@@ -144,9 +145,9 @@ def model_config_from_checkpoint(cfg, path: str, opts: Sequence[str] = ()) -> Cf
     the checkpoint at ``path``, so a tool builds the network the weights were trained as without the
     user repeating every training override. Keys set in ``opts`` (the command line's KEY VALUE pairs)
     keep the user's value; the rest of ``cfg`` (data, test settings) stays. Logs one line."""
-    raw = _stored_config(path)
+    raw = stored_config(path)
     upgrade_config(raw, f"the config stored in {path}", cfg.CONFIG_VERSION)
-    stored = {key: value for key, value in _flatten(raw) if _is_model_leaf(cfg, key)}
+    stored = {key: value for key, value in flatten_config(raw) if _is_model_leaf(cfg, key)}
     context = raw.get("CONTEXT", {}) if isinstance(raw.get("CONTEXT"), dict) else {}
     if context.get("TYPE") == "cgd" and context.get("CGD", {}).get("SHARE_TEMPORAL") is False:
         stored["DATA.NUM_FRAMES"] = raw.get("DATA", {}).get("NUM_FRAMES", cfg.DATA.NUM_FRAMES)
