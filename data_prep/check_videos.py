@@ -1,4 +1,5 @@
-"""Decode every video of one or more lists; report unreadable / zero-frame / too-short ones; write cleaned lists."""
+"""Decode every video (or frame-store file) of one or more lists; report unreadable / zero-frame / too-short ones;
+write cleaned lists."""
 
 import os
 import sys

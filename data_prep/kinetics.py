@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     add_resize_options(parser)
     args = parser.parse_args(argv)
     return run(lambda: prepare_kinetics(args.annotations, args.videos, args.output, short_side=args.short_side,
-                                        workers=args.workers, classids=args.classids, backend=args.backend))
+                                        workers=args.workers, classids=args.classids, backend=args.backend,
+                                        gop=args.gop))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from video_gc.prep.resize import resize_videos
 
 EXAMPLE = """example:
   python data_prep/resize_videos.py --input raw/videos --output data/videos_256 --short-side 256 --workers 8
+  python data_prep/resize_videos.py --input raw/videos --output data/videos_256_gop16 --gop 16
   python data_prep/resize_videos.py --input files.txt --output data/videos_320 --short-side 320
 A folder keeps its sub-folders; a .txt list (one path per line) is written flat by file name.
 Existing outputs that decode are skipped, so an interrupted run is resumed by running it again.
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     def step():
         inputs = [line for _, line in read_text_lines(args.input)] if os.path.isfile(args.input) else args.input
         resize_videos(inputs, args.output, short_side=args.short_side, workers=args.workers, report=args.report,
-                      backend=args.backend)
+                      backend=args.backend, gop=args.gop)
 
     return run(step)
 

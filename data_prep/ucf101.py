@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     add_resize_options(parser)
     args = parser.parse_args(argv)
     return run(lambda: prepare_ucf101(args.root, args.splits, args.output, short_side=args.short_side,
-                                      workers=args.workers, backend=args.backend))
+                                      workers=args.workers, backend=args.backend, gop=args.gop))
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def test_train_test_outputs_and_exact_resume(tiny_data, tmp_path):
     for name in ("log.txt", "stats.jsonl", "config.yaml", "training_curves.png", "test_metrics.json",
                  "predictions.npz", "confusion_matrix.png", "failed_videos.txt"):
         assert (out / name).is_file(), name
-    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_best.pyth", "checkpoint_epoch_00001.pyth",
+                                                       "checkpoint_epoch_00002.pyth"]
     # The LR is set per iteration from the fractional epoch.
     cfg = load_config(CFG, tiny_opts(tiny_data, out, *STEPS))
     iters = _stats(out, "train_iter")
@@ -128,13 +129,13 @@ def test_sigkill_mid_epoch_then_same_command_finishes(tiny_data, tmp_path):
     assert first.exists(), "the first checkpoint never appeared"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kept = {p: _sha(out / "checkpoints" / p) for p in os.listdir(out / "checkpoints") if p.endswith(".pyth")}
+    kept = {p: _sha(out / "checkpoints" / p) for p in os.listdir(out / "checkpoints") if p.startswith("checkpoint_epoch")}
     assert "checkpoint_epoch_00004.pyth" not in kept, "the run finished before it was killed"
     newest = max(int(p[17:22]) for p in kept)
 
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    names = sorted(p for p in os.listdir(out / "checkpoints") if p.endswith(".pyth"))
+    names = sorted(p for p in os.listdir(out / "checkpoints") if p.startswith("checkpoint_epoch"))
     assert names == [f"checkpoint_epoch_{e:05d}.pyth" for e in range(1, 5)]
     for name, digest in kept.items():  # finished epochs are neither lost nor redone
         assert _sha(out / "checkpoints" / name) == digest, name
@@ -180,7 +181,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     log = (out / "log.txt").read_text()
     assert re.search(r"loss is (nan|inf) at epoch 2, iteration \d/4", log), log[-2000:]
     assert f"the last good checkpoint, {good}, is kept" in log
-    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_epoch_00001.pyth"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_best.pyth", "checkpoint_epoch_00001.pyth"]
     # Diverging before any checkpoint exists says so, instead of naming one.
     fresh = tmp_path / "nan_first"
     assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, fresh, "SOLVER.MAX_EPOCH", "1",

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import os
 import random
 
 import numpy as np
@@ -138,12 +139,17 @@ def test_checkpoint_round_trip_with_rng_and_optimizer(tmp_path):
     for state in fresh_opt.state.values():
         state["momentum_buffer"].normal_()
     for group in fresh_opt.param_groups:
-        group["lr"], group["momentum"] = 12.5, 0.123
+        group["lr"] = 12.5
+    # Other optimisation settings than the checkpoint's are refused before anything is loaded.
+    fresh_opt.param_groups[0]["momentum"] = 0.123
+    with pytest.raises(cu.CheckpointError, match="momentum 0.9, this run 0.123; resume with the SOLVER.MOMENTUM"):
+        cu.restore_training_state(cu.read_checkpoint(path), path, fresh_model, fresh_opt)
+    fresh_opt.param_groups[0]["momentum"] = 0.9
     torch.manual_seed(999)
     np.random.seed(999)
     random.seed(999)
     start = cu.restore_training_state(cu.read_checkpoint(path), path, fresh_model, fresh_opt)
-    assert start == 5
+    assert start.position == (5, 0)
     got = (torch.rand(5), np.random.rand(5), [random.random() for _ in range(5)])
     assert torch.equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
@@ -159,15 +165,15 @@ def test_checkpoint_round_trip_with_rng_and_optimizer(tmp_path):
             assert torch.equal(value, loaded["state"][key][name]), (key, name)
 
 
-def test_cuda_rng_states_for_another_device_count_are_reported(caplog):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the saved state is restored onto this device")
+def test_a_cuda_rng_state_on_a_machine_without_cuda_is_reported(caplog):
     state = cu.get_rng_state()
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * (visible + 1)
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
     expected = torch.rand(3)  # the CPU stream is still restored exactly
     with caplog.at_level(logging.WARNING, logger="video_gc"):
         cu.set_rng_state(state)
     assert torch.equal(torch.rand(3), expected)
-    assert f"CUDA RNG states for {visible + 1} devices but {visible} are visible" in caplog.text
+    assert "holds a CUDA RNG state but no CUDA device is visible" in caplog.text
 
 
 def test_corrupt_newest_checkpoint_is_skipped(tmp_path, caplog):
@@ -301,25 +307,52 @@ def test_compute_metrics_video_vs_clip_level():
     assert metrics["mean_class_accuracy"] == 100.0 and matrix.trace() == 2
 
 
-def test_fresh_run_fine_tunes_and_auto_resume_wins(tmp_path):
+def test_checkpoint_file_path_resumes_a_checkpoint_of_this_model_unless_reset_and_auto_resume_wins(tmp_path):
     from video_gc.engine.train import make_grad_scaler, resume_or_initialise
 
     cfg, trained, opt = _tiny_model_and_optimizer()
     source = cu.save_checkpoint(str(tmp_path / "pretrain"), 7, trained, opt, None, cfg)
-    run = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "MODEL.NUM_CLASSES", "3", "CONTEXT.TYPE", "cgd",
-                             "CONTEXT.LOCATION", "[[0], [], [], []]", "OUTPUT_DIR", str(tmp_path / "run"),
-                             "TRAIN.CHECKPOINT_FILE_PATH", source, "TRAIN.CHECKPOINT_TYPE", "auto"])
-    _, model, _ = _tiny_model_and_optimizer()
-    fresh_opt = construct_optimizer(model, run)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    # Fresh run: weights from TRAIN.CHECKPOINT_FILE_PATH, epoch 0, optimizer untouched.
-    assert resume_or_initialise(run, model, fresh_opt, make_grad_scaler(torch.device("cpu"), None)) == 0
-    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
-        assert torch.equal(a, b), name
+    scaler = make_grad_scaler(torch.device("cpu"), None)
+
+    def fresh_run(name, *extra):
+        run = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "MODEL.NUM_CLASSES", "3", "CONTEXT.TYPE", "cgd",
+                                 "CONTEXT.LOCATION", "[[0], [], [], []]", "OUTPUT_DIR", str(tmp_path / name),
+                                 "TRAIN.CHECKPOINT_FILE_PATH", source, "TRAIN.CHECKPOINT_TYPE", "auto", *extra])
+        _, model, _ = _tiny_model_and_optimizer()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        return run, model, construct_optimizer(model, run)
+
+    def same_weights(model):
+        for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(a, b), name
+
+    # A checkpoint of this very model: its epoch and optimizer resume, as in PySlowFast.
+    run, model, fresh_opt = fresh_run("resume")
+    assert resume_or_initialise(run, model, fresh_opt, scaler).position == (8, 0)
+    same_weights(model)
+    for key, buffers in opt.state_dict()["state"].items():
+        torch.testing.assert_close(fresh_opt.state_dict()["state"][key], buffers, rtol=0, atol=0)
+    # CHECKPOINT_EPOCH_RESET: weights only, epoch 0, optimizer untouched.
+    run, model, fresh_opt = fresh_run("reset", "TRAIN.CHECKPOINT_EPOCH_RESET", "True")
+    assert resume_or_initialise(run, model, fresh_opt, scaler).position == (0, 0)
+    same_weights(model)
     assert not fresh_opt.state_dict()["state"]
-    # A checkpoint of the run itself takes precedence over the fine-tuning source.
-    cu.save_checkpoint(str(tmp_path / "run"), 2, model, opt, None, run)
-    assert resume_or_initialise(run, model, fresh_opt, make_grad_scaler(torch.device("cpu"), None)) == 3
+    # A checkpoint of the run itself takes precedence over TRAIN.CHECKPOINT_FILE_PATH.
+    cu.save_checkpoint(str(tmp_path / "reset"), 2, model, opt, None, run)
+    assert resume_or_initialise(run, model, fresh_opt, scaler).position == (3, 0)
     assert fresh_opt.state_dict()["state"].keys() == opt.state_dict()["state"].keys()
+
+
+def test_loader_verdict_names_the_bottleneck_and_the_advice_that_applies():
+    from video_gc.engine.train import loader_verdict
+
+    cfg = load_config(None, ["DATA_LOADER.NUM_WORKERS", "0"])
+    assert loader_verdict(cfg, {"data_time": 1.0, "compute_time": 9.0}) is None  # exactly 10%: fine
+    verdict = loader_verdict(cfg, {"data_time": 3.0, "compute_time": 7.0})
+    assert "waited for data 30% of the step time" in verdict
+    assert "more DATA_LOADER.NUM_WORKERS (now 0" in verdict and "--gop" in verdict and "DATA.FORMAT frames" in verdict
+    frames = load_config(None, ["DATA.FORMAT", "frames", "DATA_LOADER.NUM_WORKERS", str(os.cpu_count())])
+    verdict = loader_verdict(frames, {"data_time": 5.0, "compute_time": 5.0})
+    assert "50%" in verdict and "NUM_WORKERS" not in verdict and "--gop" not in verdict

@@ -1,5 +1,7 @@
-"""Resizing: sizes, fps, trimming, bad inputs, resume after an interruption, idempotence."""
+"""Resizing: sizes, fps, trimming, bad inputs, resume after an interruption, idempotence; the
+keyframe interval (--gop) on both encode paths, recorded in each output; the bundled ffmpeg CLI."""
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -7,11 +9,16 @@ import subprocess
 import sys
 import time
 
+import av
+import imageio_ffmpeg
+import numpy as np
 import pytest
 
 from prep_helpers import broken_files, frame_levels, ramp_video, stream_info
 from video_gc.prep.probe import probe_video
-from video_gc.prep.resize import ResizeJob, output_size, resize_one, resize_videos
+from video_gc.prep.resize import (DEFAULT_GOP, DEFAULT_TUNE, ResizeJob, ffmpeg_exe, output_size, recorded_settings,
+                                  resize_one, resize_videos)
+from video_gc.utils.video_io import write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "data_prep", "resize_videos.py")
@@ -28,8 +35,8 @@ def test_output_size_keeps_aspect_with_even_sides():
         assert abs(ow / oh - w / h) < 0.01
 
 
-BACKENDS = ["pyav", pytest.param("ffmpeg", marks=pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                                                     reason="no ffmpeg CLI on this machine"))]
+# "ffmpeg": the system's CLI, else the binary of the imageio-ffmpeg package (a requirement), so never skipped.
+BACKENDS = ["pyav", "ffmpeg"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -106,7 +113,7 @@ def test_killed_run_resumes(tmp_path):
 
 def test_script_help_and_file_list(tmp_path):
     out = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, check=True).stdout
-    assert "example:" in out and "--short-side" in out
+    assert "example:" in out and "--short-side" in out and "--gop" in out
     a = ramp_video(tmp_path / "x" / "a.mp4")
     listing = tmp_path / "files.txt"
     listing.write_text(f"{a}\n{tmp_path / 'x' / 'gone.mp4'}\n")
@@ -118,3 +125,136 @@ def test_script_help_and_file_list(tmp_path):
     run = subprocess.run([sys.executable, SCRIPT, "--input", str(tmp_path / "nothing"), "--output",
                           str(tmp_path / "o2")], capture_output=True, text=True)
     assert run.returncode == 1 and "video folder not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def keyframe_positions(path):
+    """Frame numbers (presentation order) of the keyframes, from the packets' flags; and the frame count."""
+    with av.open(str(path)) as container:
+        packets = sorted((p.pts, p.is_keyframe) for p in container.demux(video=0) if p.pts is not None)
+    return [i for i, (_, key) in enumerate(packets) if key], len(packets)
+
+
+def max_keyframe_gap(path):
+    """Most frames from one keyframe to the next (or to the end)."""
+    keys, frames = keyframe_positions(path)
+    assert keys[0] == 0
+    return max(b - a for a, b in zip(keys, keys[1:] + [frames]))
+
+
+def x264_options(path):
+    """The encoder settings x264 writes into the stream (its SEI message in the first packet): {name: value}."""
+    with av.open(str(path)) as container:
+        data = bytes(next(p for p in container.demux(video=0) if p.size))
+    text = data[data.index(b"options: ") + 9:].split(b"\x00")[0].split(b"\x80")[0].decode("ascii")
+    return dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+
+def script_main(name):
+    """``main`` of a data_prep script, run in this process (no interpreter start-up per call)."""
+    spec = importlib.util.spec_from_file_location(f"data_prep_{name}", os.path.join(REPO, "data_prep", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_ffmpeg_cli_found_without_a_system_ffmpeg():
+    exe = ffmpeg_exe()
+    assert exe == (shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe())
+    assert os.access(exe, os.X_OK)
+    version = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True, check=True).stdout
+    assert "libx264" in version
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["auto"])
+def test_gop_caps_the_keyframe_interval_and_is_recorded(tmp_path, backend):
+    src = ramp_video(tmp_path / "in.mp4", num_frames=40)
+    assert max_keyframe_gap(src) > 6  # x264 alone: one keyframe for these 40 frames
+    out = tmp_path / "out.mp4"
+    result = resize_one(ResizeJob(src, str(out), 32, backend=backend, gop=6))
+    assert result.status == "written" and result.frames == 40
+    keys, frames = keyframe_positions(out)
+    assert frames == 40 and max_keyframe_gap(out) <= 6 and len(keys) >= 7
+    # "auto" takes the ffmpeg CLI: imageio-ffmpeg's binary where the system has none
+    used = "pyav" if backend == "pyav" else "ffmpeg"
+    assert recorded_settings(str(out)) == {"short_side": 32, "crf": 18, "gop": 6, "tune": "fastdecode",
+                                           "backend": used}
+    assert ResizeJob(src, str(out)).gop == DEFAULT_GOP
+    with pytest.raises(ValueError, match="gop must be a whole number of frames >= 1, got 0"):
+        ResizeJob(src, str(out), gop=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tune_fastdecode_by_default_is_recorded_and_in_the_stream(tmp_path, backend):
+    src = ramp_video(tmp_path / "in.mp4", num_frames=12)
+    assert DEFAULT_TUNE == "fastdecode"
+    assert resize_one(ResizeJob(src, str(tmp_path / "fast.mp4"), 32, backend=backend)).status == "written"
+    assert recorded_settings(str(tmp_path / "fast.mp4"))["tune"] == "fastdecode"
+    # what the encoder did: fastdecode = no CABAC, no deblocking filter, no weighted P prediction
+    options = x264_options(tmp_path / "fast.mp4")
+    assert (options["cabac"], options["deblock"].split(":")[0], options["weightp"]) == ("0", "0", "0")
+    assert resize_one(ResizeJob(src, str(tmp_path / "plain.mp4"), 32, backend=backend, tune="none")).status == "written"
+    assert recorded_settings(str(tmp_path / "plain.mp4"))["tune"] == "none"
+    options = x264_options(tmp_path / "plain.mp4")
+    assert (options["cabac"], options["deblock"].split(":")[0]) == ("1", "1")
+    assert frame_levels(tmp_path / "fast.mp4") == pytest.approx(frame_levels(src), abs=2)
+    with pytest.raises(ValueError, match="tune must be one of none, fastdecode, .*, got 'fast'"):
+        ResizeJob(src, str(tmp_path / "x.mp4"), tune="fast")
+
+
+def test_rerun_with_another_gop_keeps_the_outputs_and_says_so(tmp_path, capsys):
+    src = tmp_path / "in"
+    ramp_video(src / "a.mp4", num_frames=20)
+    ramp_video(src / "b.mp4", num_frames=20, base=50)
+    out = tmp_path / "out"
+    summary = resize_videos(str(src), str(out), short_side=32, gop=5, backend="pyav")
+    assert (summary["written"], summary["gop"], summary["other_gop"]) == (2, 5, 0)
+    assert "resize to short side 32, gop 5 in" in capsys.readouterr().out
+    write_video(str(out / "a.mp4"), np.zeros((20, 32, 42, 3), np.uint8))  # as an earlier version wrote it: no tag
+    mtimes = {name: os.path.getmtime(out / name) for name in ("a.mp4", "b.mp4")}
+    again = resize_videos(str(src), str(out), short_side=32, gop=10, backend="pyav")
+    assert (again["written"], again["skipped"], again["other_gop"]) == (0, 2, 2)
+    assert ("nothing to do: 2 of 2 outputs already exist and decode; 0 missing, 0 failed; 2 of the existing "
+            "outputs were written with another --gop (kept as they are: delete them to re-encode)"
+            in capsys.readouterr().out)
+    assert {name: os.path.getmtime(out / name) for name in mtimes} == mtimes
+    assert recorded_settings(str(out / "a.mp4")) == {} and recorded_settings(str(out / "b.mp4"))["gop"] == 5
+    reasons = sorted(resize_one(ResizeJob(str(src / n), str(out / n), 32, gop=10)).reason for n in ("a.mp4", "b.mp4"))
+    assert reasons == ["kept the existing output (gop 5, not 10)", "kept the existing output (no recorded gop, not 10)"]
+
+
+def test_scripts_pass_gop_to_every_resize(tmp_path, capsys):
+    ramp_video(tmp_path / "raw" / "aaaaaaaaa01_000000_000010.mp4", num_frames=20)
+    (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                        "abseiling,aaaaaaaaa01,0,10,train\n")
+    kinetics = tmp_path / "kinetics"
+    assert script_main("kinetics")(["--annotations", str(tmp_path / "train.csv"), "--videos", str(tmp_path / "raw"),
+                                    "--output", str(kinetics), "--short-side", "32", "--workers", "1",
+                                    "--gop", "3"]) == 0
+    assert "videos (gop 3): 1 written" in capsys.readouterr().out
+    written = kinetics / "videos" / "abseiling" / "aaaaaaaaa01_000000_000010.mp4"
+    assert recorded_settings(str(written))["gop"] == 3 and max_keyframe_gap(written) <= 3
+
+    root, lists = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
+    ramp_video(root / "Archery" / "v_Archery_g01_c01.avi", num_frames=20)
+    ramp_video(root / "Archery" / "v_Archery_g02_c01.avi", num_frames=20)
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 Archery\n")
+    (lists / "trainlist01.txt").write_text("Archery/v_Archery_g02_c01.avi 1\n")
+    (lists / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
+    ucf = tmp_path / "ucf"
+    assert script_main("ucf101")(["--root", str(root), "--splits", str(lists), "--output", str(ucf),
+                                  "--short-side", "32", "--workers", "1", "--gop", "4"]) == 0
+    for name in ("v_Archery_g01_c01.mp4", "v_Archery_g02_c01.mp4"):
+        assert recorded_settings(str(ucf / "videos" / "Archery" / name))["gop"] == 4
+
+    plain = tmp_path / "plain"
+    assert script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--short-side", "32",
+                                         "--workers", "1", "--gop", "7"]) == 0
+    assert recorded_settings(str(plain / "Archery" / "v_Archery_g01_c01.mp4"))["gop"] == 7
+    assert script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--short-side", "32",
+                                         "--workers", "1"]) == 0
+    assert "2 of the existing outputs were written with another --gop" in capsys.readouterr().out
+    for bad, why in (("0", "0 is not >= 1"), ("x", "'x' is not a whole number")):
+        with pytest.raises(SystemExit) as stop:
+            script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--gop", bad])
+        assert stop.value.code == 2 and f"argument --gop: {why}" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from video_gc.config import load_config
 from video_gc.engine import checkpoint as cu
 from video_gc.engine.launch import LOCK_FILE
 from video_gc.engine.launch import main as run_net
+from video_gc.engine.signals import EXIT_PREEMPTED
 from video_gc.models import build_model
 from video_gc.utils.io import CheckpointError, atomic_save
 
@@ -107,8 +108,8 @@ def test_fresh_run_into_a_folder_with_checkpoints_stops_unless_told_to_overwrite
 
     assert run_net(["--cfg", CFG, "--opts", *fresh, "TRAIN.OVERWRITE_CHECKPOINTS", "True"]) == 0
     log = (out / "log.txt").read_text()
-    assert "deleted 2 checkpoint(s) of an earlier run" in log
-    assert _checkpoints(out) == ["checkpoint_epoch_00001.pyth"]
+    assert "deleted 3 checkpoint(s) of an earlier run" in log
+    assert _checkpoints(out) == ["checkpoint_best.pyth", "checkpoint_epoch_00001.pyth"]
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert metrics["checkpoint"] == str(out / "checkpoints" / "checkpoint_epoch_00001.pyth")
 
@@ -141,7 +142,7 @@ def test_second_run_on_a_busy_output_dir_exits_naming_the_holder(tiny_data, tmp_
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
-    assert first.returncode == 128 + signal.SIGTERM
+    assert first.returncode == EXIT_PREEMPTED
     assert not (out / LOCK_FILE).exists()
 
 
@@ -262,9 +263,9 @@ def test_signal_stops_cleanly_without_orphaned_workers(tiny_data, tmp_path, sign
     survivors = _session_processes(proc.pid)
     for pid in survivors:  # do not leave them running if the test fails
         os.kill(pid, signal.SIGKILL)
-    assert proc.returncode == 128 + signum
+    assert proc.returncode == EXIT_PREEMPTED
     name = signal.Signals(signum).name
-    assert (out / "log.txt").read_text().count(f"interrupted by {name}; stopping") == 1
+    assert (out / "log.txt").read_text().count(f"stopped by {name} at a checkpoint") == 1
     for noise in ("Traceback", "KeyboardInterrupt", "ConnectionResetError"):
         assert noise not in stdout + stderr, stdout[-2000:] + stderr[-2000:]
     assert survivors == []

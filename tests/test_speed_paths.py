@@ -184,6 +184,14 @@ def test_benchmark_tool_json_same_weights_as_pytorchvideo():
     assert result["max_abs_diff"] < 1e-4 and result["top1_agreement"] == 1.0
     assert result["ours_clips_per_s"] > 0 and result["pytorchvideo_clips_per_s"] > 0
     assert [r["name"] for r in result["rows"]] == ["inference", "train step"]
+    # ONNX Runtime ran our exported fp32 model on the same clips, with the same thread count.
+    ort = result["onnxruntime"]
+    assert ort["provider"] == "CPUExecutionProvider" and ort["threads"] == result["threads"] == 1
+    assert ort["max_abs_diff"] < 1e-4 and set(ort["export_max_abs_diff"]) == {"1", "3"}
+    assert [(r["name"], r["batch"]) for r in ort["rows"]] == [("onnxruntime", 2)]
+    row = ort["rows"][0]
+    assert row["onnxruntime_clips_per_s"] > 0 and row["ours_clips_per_s"] == result["ours_clips_per_s"]
+    assert row["ratio"] == pytest.approx(row["onnxruntime_ms"] / row["ours_ms"], rel=0.1)
 
 
 def test_block_overhead_counts_match_block_formulas():
@@ -552,3 +560,16 @@ def test_batchnorm_fold_is_exact_in_float64_where_eps_matters(eps, conv_bias, af
     x = torch.randn(2, 4, 3, 5, 5, generator=gen, dtype=torch.float64)
     weight, bias = fold_batchnorm(conv, bn)
     torch.testing.assert_close(F.conv3d(x, weight, bias, padding=1), bn(conv(x)), rtol=1e-10, atol=1e-10)
+
+
+def test_onnxruntime_row_is_skipped_with_a_reason_without_onnxruntime(monkeypatch):
+    from video_gc.bench.model import BenchmarkResult, onnxruntime_runner
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without the package raises
+    run, facts = onnxruntime_runner(_model(C2D), load_config(C2D, NARROW), crop=32, frames=4,
+                                    device=torch.device("cpu"))
+    assert run is None and facts == {"skipped": "onnxruntime is not installed; it is pinned in requirements.txt"}
+    result = BenchmarkResult(config=C2D, mode="fp32", resolved_mode="fp32", device="cpu", threads=1, crop=32,
+                             frames=4, max_abs_diff=0.0, top1_agreement=1.0, first_call_s=0.0, onnxruntime=facts)
+    assert result.format().splitlines()[-1] == (
+        "onnxruntime: skipped (onnxruntime is not installed; it is pinned in requirements.txt)")

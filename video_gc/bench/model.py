@@ -10,6 +10,11 @@ statistics measured on random clips (so every layer matters and the logits have 
 realistic spread). Either way the file goes into PyTorchVideo's model with
 ``load_state_dict`` and into ours through the weights importer
 (:func:`video_gc.models.weights.import_weights`, format ``pytorchvideo``).
+
+On the CPU a third side, ONNX Runtime, runs our plain fp32 eval model exported with
+:func:`video_gc.export.export_model` (checked there against PyTorch), CPU provider, as
+many intra-op threads as torch uses; it is timed in the same interleaved rounds and its
+logits are compared with ours. Without onnxruntime the row is skipped, with a line saying so.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,10 +140,29 @@ class Row:
     repeats: int
 
 
+@dataclass
+class OnnxRuntimeRow:
+    """Inference at one batch: clips/s of ours and of ONNX Runtime (medians) and their ratio."""
+
+    name: str
+    batch: int
+    ours_clips_per_s: float
+    onnxruntime_clips_per_s: float
+    ratio: float
+    ours_ms: float
+    onnxruntime_ms: float
+    repeats: int
+
+
+def _medians(batch: int, ours: List[float], other: List[float]) -> tuple:
+    """clips/s of each side, ratio ours / other, ms of each side, repeats."""
+    a, b = statistics.median(ours), statistics.median(other)
+    return (round(batch / a, 3), round(batch / b, 3), round(b / a, 3), round(a * 1e3, 1), round(b * 1e3, 1),
+            len(ours))
+
+
 def _row(name: str, batch: int, times: Dict[str, List[float]]) -> Row:
-    ours, theirs = statistics.median(times["ours"]), statistics.median(times["pytorchvideo"])
-    return Row(name, batch, round(batch / ours, 3), round(batch / theirs, 3), round(theirs / ours, 3),
-               round(ours * 1e3, 1), round(theirs * 1e3, 1), len(times["ours"]))
+    return Row(name, batch, *_medians(batch, times["ours"], times["pytorchvideo"]))
 
 
 @dataclass
@@ -156,6 +180,10 @@ class BenchmarkResult:
     top1_agreement: float
     first_call_s: float
     rows: List[Row] = field(default_factory=list)
+    # ONNX Runtime: version, provider, threads, opset, max_abs_diff (vs ours), export_max_abs_diff
+    # (vs our plain fp32 model, per batch size); or {"skipped": why}.
+    onnxruntime: dict = field(default_factory=dict)
+    onnxruntime_rows: List[OnnxRuntimeRow] = field(default_factory=list)
 
     def headline(self) -> Row:
         """The inference row at the largest batch."""
@@ -171,8 +199,10 @@ class BenchmarkResult:
             "max_abs_diff": self.max_abs_diff,
             "batch": head.batch,
         }
-        out.update({k: v for k, v in asdict(self).items() if k not in ("rows", "max_abs_diff")})
+        out.update({k: v for k, v in asdict(self).items()
+                    if k not in ("rows", "max_abs_diff", "onnxruntime", "onnxruntime_rows")})
         out["rows"] = [asdict(r) for r in self.rows]
+        out["onnxruntime"] = {**self.onnxruntime, "rows": [asdict(r) for r in self.onnxruntime_rows]}
         return out
 
     def format(self) -> str:
@@ -187,7 +217,50 @@ class BenchmarkResult:
         for r in self.rows:
             lines.append(f"{r.name:<12} {r.batch:>5} {r.ours_clips_per_s:>13.2f} {r.pytorchvideo_clips_per_s:>12.2f} "
                          f"{r.ratio:>8.2f}x {r.ours_ms:>9.1f} {r.pytorchvideo_ms:>9.1f} {r.repeats:>7}")
+        lines.extend(self._onnxruntime_lines())
         return "\n".join(lines)
+
+    def _onnxruntime_lines(self) -> List[str]:
+        ort = self.onnxruntime
+        if "skipped" in ort:
+            return [f"onnxruntime: skipped ({ort['skipped']})"]
+        lines = [
+            f"ONNX Runtime {ort['version']} ({ort['provider']}, threads {ort['threads']}, our fp32 model exported at "
+            f"opset {ort['opset']}): max |logit difference| vs ours: {ort['max_abs_diff']:.3g}",
+            f"{'measurement':<12} {'batch':>5} {'ours clips/s':>13} {'ORT clips/s':>12} {'ours/ORT':>9} "
+            f"{'ours ms':>9} {'ORT ms':>9} {'repeats':>7}",
+        ]
+        for r in self.onnxruntime_rows:
+            lines.append(f"{r.name:<12} {r.batch:>5} {r.ours_clips_per_s:>13.2f} {r.onnxruntime_clips_per_s:>12.2f} "
+                         f"{r.ratio:>8.2f}x {r.ours_ms:>9.1f} {r.onnxruntime_ms:>9.1f} {r.repeats:>7}")
+        return lines
+
+
+def onnxruntime_runner(model: nn.Module, cfg, *, crop: int, frames: int,
+                       device: torch.device) -> tuple[Optional[Callable[[torch.Tensor], torch.Tensor]], dict]:
+    """ONNX Runtime running ``model`` (plain, fp32, eval, on the CPU): exported to a temporary file by
+    :func:`video_gc.export.export_model` with a dynamic batch, which checks the file's logits against
+    PyTorch's before it is kept. Returns (runner, facts), or (None, {"skipped": why}) where it cannot run."""
+    if device.type != "cpu":
+        return None, {"skipped": f"it runs on the CPU only; this run's device is {device.type} (--device cpu for it)"}
+    try:
+        import onnx  # noqa: F401 (export_model checks the file with it)
+        import onnxruntime
+    except ImportError as err:
+        return None, {"skipped": f"{err.name} is not installed; it is pinned in requirements.txt"}
+    from video_gc.export import DEFAULT_OPSET, _onnx_runner, export_model
+
+    export_cfg = cfg.clone()
+    export_cfg.defrost()
+    export_cfg.DATA.NUM_FRAMES, export_cfg.DATA.TEST_CROP_SIZE = frames, crop
+    export_cfg.DATA.PATH_TO_DATA_DIR = ""  # no class names in the throw-away sidecar
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = export_model(model, export_cfg, os.path.join(tmp, "model.onnx"), "onnx", opset=DEFAULT_OPSET)
+        run = _onnx_runner(exported.path)  # the session holds the graph; the file can go
+    facts = {"version": onnxruntime.__version__, "provider": "CPUExecutionProvider",
+             "threads": torch.get_num_threads(), "opset": DEFAULT_OPSET,
+             "export_max_abs_diff": {str(b): d for b, d in exported.max_abs_diff.items()}}
+    return run, facts
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor) -> None:
@@ -232,6 +305,7 @@ def benchmark_model(
     ours.eval().to(device_)
     theirs.eval().to(device_)
     fast = prepare_for_inference(ours, mode, device_)
+    ort_run, ort_facts = onnxruntime_runner(ours, cfg, crop=crop, frames=frames, device=device_)
 
     generator = torch.Generator().manual_seed(seed)
     clips = {b: torch.randn(b, 3, frames, crop, crop, generator=generator).to(device_) for b in batch_sizes}
@@ -242,19 +316,26 @@ def benchmark_model(
         sync(device_)
         first_call_s = time.perf_counter() - start
         their_logits = theirs(check)
+        if ort_run is not None:
+            ort_facts["max_abs_diff"] = float((ort_run(check) - ours_logits.float()).abs().max())
     max_abs_diff = float((ours_logits - their_logits).abs().max())
     agreement = top1_agreement(their_logits, ours_logits)
 
     result = BenchmarkResult(config=config_name, mode=mode, resolved_mode=settings.mode, device=str(device_),
                              threads=torch.get_num_threads(), crop=crop, frames=frames,
                              max_abs_diff=max_abs_diff, top1_agreement=agreement,
-                             first_call_s=round(first_call_s, 2))
+                             first_call_s=round(first_call_s, 2), onnxruntime=ort_facts)
     for b in batch_sizes:
         x = clips[b]
+        sides = {"ours": lambda: fast(x), "pytorchvideo": lambda: theirs(x)}
+        if ort_run is not None:
+            sides["onnxruntime"] = lambda: ort_run(x)
         with torch.inference_mode():
-            times = interleaved_timings({"ours": lambda: fast(x), "pytorchvideo": lambda: theirs(x)},
-                                        repeats=repeats, warmup=warmup, device=device_)
+            times = interleaved_timings(sides, repeats=repeats, warmup=warmup, device=device_)
         result.rows.append(_row("inference", b, times))
+        if ort_run is not None:
+            result.onnxruntime_rows.append(OnnxRuntimeRow("onnxruntime", b, *_medians(b, times["ours"],
+                                                                                     times["onnxruntime"])))
 
     if train_batch:
         x = torch.randn(train_batch, 3, frames, crop, crop, generator=generator).to(device_)

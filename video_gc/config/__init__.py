@@ -36,12 +36,14 @@ _REGISTRY_KEYS = {
 # Keys with a closed set of values that no table of the package owns: key -> allowed values.
 CHOICES = {
     "MODEL.MODEL_NAME": ("ResNet",),
-    "MODEL.LOSS_FUNC": ("cross_entropy",),
+    "MODEL.LOSS_FUNC": ("cross_entropy", "soft_cross_entropy"),
     "RESNET.TRANS_FUNC": ("bottleneck_transform",),
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "DATA.FORMAT": ("video", "frames"),
     "DATA.ENSEMBLE_METHOD": ("sum", "max"),
     "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
-    "SOLVER.OPTIMIZING_METHOD": ("sgd",),
+    "SOLVER.OPTIMIZING_METHOD": ("sgd", "adam", "adamw"),
+    "TRAIN.FREEZE_UP_TO": ("none", "stem", "res2", "res3", "res4", "res5"),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
     "TRAIN.MIXED_PRECISION_DTYPE": ("fp16", "bf16"),
     "TRAIN.CHECKPOINT_INFLATE_MODE": ("average", "center"),
@@ -290,6 +292,35 @@ def _check_locations(key: str, location, depths: Sequence[int], nested: bool) ->
                 )
 
 
+def _check_fine_tuning(cfg: CfgNode) -> None:
+    """SOLVER.BETAS / HEAD_LR_MULT, MIXUP and the BN / stage freezing keys."""
+    betas = cfg.SOLVER.BETAS
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(f"config key SOLVER.BETAS: invalid value {list(betas)!r}; allowed values: [beta1, beta2], "
+                          f"each in [0, 1)")
+    bounds = (("SOLVER.HEAD_LR_MULT", lambda v: v > 0, "a number > 0"),
+              ("MIXUP.ALPHA", lambda v: v >= 0, "a number >= 0 (0 turns mixup off)"),
+              ("MIXUP.CUTMIX_ALPHA", lambda v: v >= 0, "a number >= 0 (0 turns cutmix off)"),
+              ("MIXUP.PROB", lambda v: 0 <= v <= 1, "[0, 1]"),
+              ("MIXUP.SWITCH_PROB", lambda v: 0 <= v <= 1, "[0, 1]"),
+              ("MIXUP.LABEL_SMOOTH_VALUE", lambda v: 0 <= v < 1, "[0, 1)"))
+    for key, ok, allowed in bounds:
+        if not ok(get_key(cfg, key)):
+            raise ConfigError(f"config key {key}: invalid value {get_key(cfg, key)!r}; allowed values: {allowed}")
+    if cfg.MIXUP.ENABLE and cfg.MIXUP.ALPHA == 0 and cfg.MIXUP.CUTMIX_ALPHA == 0:
+        raise ConfigError("config key MIXUP.ENABLE: invalid value True with MIXUP.ALPHA 0 and MIXUP.CUTMIX_ALPHA 0 "
+                          "(nothing to mix); allowed values: False, or one of the alphas > 0")
+    if cfg.MIXUP.ENABLE and cfg.MODEL.LOSS_FUNC != "soft_cross_entropy":
+        raise ConfigError(f"config key MODEL.LOSS_FUNC: invalid value {cfg.MODEL.LOSS_FUNC!r} with MIXUP.ENABLE "
+                          f"True; allowed values: soft_cross_entropy (mixed targets are soft)")
+    if not cfg.BN.FREEZE and (cfg.BN.FREEZE_PARTIAL or not cfg.BN.FREEZE_AFFINE):
+        raise ConfigError("config keys BN.FREEZE_PARTIAL / BN.FREEZE_AFFINE: set with BN.FREEZE False, where they do "
+                          "nothing; allowed values: BN.FREEZE True, or their defaults (False / True)")
+    if cfg.BN.USE_PRECISE_STATS and (cfg.BN.FREEZE or cfg.TRAIN.FREEZE_UP_TO != "none"):
+        raise ConfigError("config key BN.USE_PRECISE_STATS: invalid value True with BN.FREEZE or "
+                          "TRAIN.FREEZE_UP_TO: it would recompute the frozen BN statistics; allowed values: False")
+
+
 def validate_cfg(cfg: CfgNode) -> CfgNode:
     """Raise ConfigError naming the key, value and allowed values for anything unusable."""
     if cfg.CONFIG_VERSION != get_defaults().CONFIG_VERSION:
@@ -348,7 +379,8 @@ def validate_cfg(cfg: CfgNode) -> CfgNode:
     positive = ("DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE",
                 "MODEL.NUM_CLASSES", "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "RESNET.WIDTH_PER_GROUP",
                 "RESNET.NUM_GROUPS",
-                "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "SOLVER.MAX_EPOCH")
+                "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "SOLVER.MAX_EPOCH", "AUG.NUM_SAMPLE",
+                "DATA_LOADER.PREFETCH_FACTOR")
     for key in positive:
         value = get_key(cfg, key)
         if not isinstance(value, int) or value <= 0:
@@ -369,4 +401,5 @@ def validate_cfg(cfg: CfgNode) -> CfgNode:
     jitter = cfg.DATA.TRAIN_JITTER_SCALES
     if len(jitter) != 2 or jitter[0] > jitter[1]:
         raise ConfigError(f"config key DATA.TRAIN_JITTER_SCALES: invalid value {list(jitter)!r}; allowed values: [min, max]")
+    _check_fine_tuning(cfg)
     return cfg

@@ -30,9 +30,7 @@ COMPAT_KEYS = (
     "SOLVER.WARMUP_FACTOR",
     "SOLVER.GAMMA",
     "SOLVER.STEP_SIZE",
-    # Checkpoint start: TRAIN.CHECKPOINT_FILE_PATH is weights only and always starts at epoch 0;
-    # the weight importer maps checkpoint layouts itself (TRAIN.CHECKPOINT_TYPE); no MViT init hook.
-    "TRAIN.CHECKPOINT_EPOCH_RESET",
+    # The weight importer maps checkpoint layouts itself (TRAIN.CHECKPOINT_TYPE); no MViT init hook.
     "TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN",
     "TRAIN.CHECKPOINT_IN_INIT",
     # sync_batchnorm synchronises over all processes, never sub-groups.

@@ -34,9 +34,17 @@ _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # video_gc's explicit formats: "auto", "torchvision", "pyslowfast", "pytorchvideo", "video_gc".
 _C.TRAIN.CHECKPOINT_TYPE = "pytorch"
 _C.TRAIN.CHECKPOINT_INFLATE = False
-# Compatibility only (video_gc.config.compat): a CHECKPOINT_FILE_PATH start is weights only, always from
-# epoch 0; layouts are mapped by CHECKPOINT_TYPE; no model-init loading.
+# A native checkpoint of the same model in CHECKPOINT_FILE_PATH resumes its epoch and optimizer
+# (PySlowFast); True takes its weights only and starts at epoch 0.
 _C.TRAIN.CHECKPOINT_EPOCH_RESET = False
+# video_gc: write OUTPUT_DIR/checkpoints/checkpoint_latest.pyth (exact mid-epoch resume) every this many
+# minutes of training, and/or every CHECKPOINT_PERIOD_ITERS iterations; 0 turns each off.
+_C.TRAIN.CHECKPOINT_PERIOD_MINUTES = 30.0
+_C.TRAIN.CHECKPOINT_PERIOD_ITERS = 0
+# video_gc: keep only the newest N epoch checkpoints (0 keeps all, as PySlowFast does).
+_C.TRAIN.CHECKPOINT_KEEP_LAST = 0
+# video_gc: also keep checkpoint_best.pyth, the epoch with the best validation top-1.
+_C.TRAIN.CHECKPOINT_KEEP_BEST = True
 _C.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN = ()
 _C.TRAIN.CHECKPOINT_IN_INIT = False
 # video_gc: how a 2D kernel becomes 3D ("average" or "center").
@@ -47,6 +55,9 @@ _C.TRAIN.CHECKPOINT_STRICT = False
 _C.TRAIN.MIXED_PRECISION = False
 # video_gc: autocast dtype, "fp16" (with a grad scaler, CUDA only) or "bf16".
 _C.TRAIN.MIXED_PRECISION_DTYPE = "bf16"
+# video_gc: freeze the stem and every stage up to this one for fine-tuning (video_gc.engine.freeze):
+# none | stem | res2 | res3 | res4 | res5.
+_C.TRAIN.FREEZE_UP_TO = "none"
 
 # ---------------------------------------------------------------------------
 # Testing
@@ -160,6 +171,8 @@ _C.MODEL = CfgNode()
 _C.MODEL.ARCH = "slow"
 _C.MODEL.MODEL_NAME = "ResNet"
 _C.MODEL.NUM_CLASSES = 400
+# cross_entropy (hard labels) | soft_cross_entropy (targets smoothed by MIXUP.LABEL_SMOOTH_VALUE, mixed
+# when MIXUP.ENABLE; video_gc.engine.losses).
 _C.MODEL.LOSS_FUNC = "cross_entropy"
 # Compatibility only (video_gc.config.compat): PySlowFast's pathway tables; video_gc builds one pathway.
 _C.MODEL.SINGLE_PATHWAY_ARCH = ["2d", "c2d", "i3d", "slow", "x3d", "mvit", "maskmvit"]
@@ -206,6 +219,9 @@ _C.DATA.TARGET_FPS = 30
 _C.DATA.TRAIN_JITTER_FPS = 0.0
 # decord | pyav
 _C.DATA.DECODING_BACKEND = "decord"
+# video_gc: what the lists point at: "video" files (decoded by DECODING_BACKEND) or "frames", the
+# JPEG frame-store files of data_prep/make_frame_store.py (a few ms of CPU per clip, several times the disk).
+_C.DATA.FORMAT = "video"
 # Read by the dataset: > 0 resizes decoded frames (up or down) to this short side before the
 # train jitter / test resize; <= 0 is off. Off by default: PySlowFast's default is 256, but its
 # Kinetics loader never reads the key, so off is what PySlowFast does.
@@ -219,6 +235,14 @@ _C.DATA.ENSEMBLE_METHOD = "sum"
 _C.DATA.REVERSE_INPUT_CHANNEL = False
 # video_gc: class-name file written by data_prep (relative to PATH_TO_DATA_DIR).
 _C.DATA.CLASS_NAMES_FILE = "classids.json"
+
+# ---------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------
+_C.AUG = CfgNode()
+# Repeated augmentation: each train video gives this many clips, each with its own position and
+# augmentation, decoded in one pass; a batch of TRAIN.BATCH_SIZE videos carries BATCH_SIZE x NUM_SAMPLE clips.
+_C.AUG.NUM_SAMPLE = 1
 
 # ---------------------------------------------------------------------------
 # Optimisation
@@ -244,7 +268,12 @@ _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.WARMUP_FACTOR = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0.0
 _C.SOLVER.WARMUP_START_LR = 0.01
+# sgd | adam | adamw (decoupled weight decay).
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
+# Adam / AdamW coefficients of the running averages of the gradient and its square.
+_C.SOLVER.BETAS = (0.9, 0.999)
+# video_gc: the head's learning rate is this times the schedule's (fine-tuning a new head).
+_C.SOLVER.HEAD_LR_MULT = 1.0
 _C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
 _C.SOLVER.ZERO_WD_1D_PARAM = False
 # Gradient clipping: by value and/or by global L2 norm (None disables).
@@ -264,6 +293,25 @@ _C.BN.NORM_TYPE = "batchnorm"
 _C.BN.NUM_SPLITS = 1
 # Compatibility only (video_gc.config.compat): sync_batchnorm synchronises over all processes.
 _C.BN.NUM_SYNC_DEVICES = 1
+# Freeze BatchNorm while training: running statistics (eval mode) and, with FREEZE_AFFINE (video_gc),
+# scale and shift. video_gc: FREEZE_PARTIAL leaves the first BN layer (the stem's) training (partial BN).
+_C.BN.FREEZE = False
+_C.BN.FREEZE_AFFINE = True
+_C.BN.FREEZE_PARTIAL = False
+
+# ---------------------------------------------------------------------------
+# Mixup / CutMix of training batches, with soft targets (video_gc.engine.mixup)
+# ---------------------------------------------------------------------------
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = False
+# Beta(ALPHA, ALPHA) mixup weight; Beta(CUTMIX_ALPHA, CUTMIX_ALPHA) cutmix area; 0 turns either off.
+_C.MIXUP.ALPHA = 0.8
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+# Probability that a batch is mixed, and that it gets cutmix rather than mixup when both are on.
+_C.MIXUP.PROB = 1.0
+_C.MIXUP.SWITCH_PROB = 0.5
+# Label smoothing of the soft targets (read with MODEL.LOSS_FUNC soft_cross_entropy, mixup or not).
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
 
 # ---------------------------------------------------------------------------
 # Data loader
@@ -271,6 +319,11 @@ _C.BN.NUM_SYNC_DEVICES = 1
 _C.DATA_LOADER = CfgNode()
 _C.DATA_LOADER.NUM_WORKERS = 8
 _C.DATA_LOADER.PIN_MEMORY = True
+# video_gc: keep the worker processes between epochs (with NUM_WORKERS > 0); the dataset's epoch is
+# shared with them, so each epoch still gets its own augmentation.
+_C.DATA_LOADER.PERSISTENT_WORKERS = True
+# video_gc: batches each worker loads ahead (with NUM_WORKERS > 0).
+_C.DATA_LOADER.PREFETCH_FACTOR = 2
 # Compatibility only (video_gc.config.compat): one decoding thread per loader worker.
 _C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
 

@@ -4,7 +4,10 @@ One class serves the three splits (PySlowFast semantics):
 
 - ``train``: one clip at a random position (its target fps raised by up to
   ``TRAIN_JITTER_FPS``), random short-side jitter (or the relative-area
-  crop), random crop, flip. A bad video (missing, empty,
+  crop), random crop, flip. With ``AUG.NUM_SAMPLE`` N > 1 the item holds N
+  such clips of its video, each with its own position and augmentation,
+  decoded in one pass: ``inputs`` is [N, 3, T, S, S] and the collate function
+  makes them N samples of the batch. A bad video (missing, empty,
   truncated, undecodable) is replaced by another draw; the item lists the
   replaced paths under ``"skipped"``.
 - ``val``: one deterministic view: the centre clip, short side
@@ -16,12 +19,16 @@ One class serves the three splits (PySlowFast semantics):
   into views ("decode once"; PySlowFast re-opens and re-decodes it for every view).
 
 With ``DECODING_SHORT_SIZE`` > 0, every split first resizes the decoded frames
-to that short side, then applies the above.
+to that short side, then applies the above. ``DATA.FORMAT frames`` reads the
+list's frame-store files instead of videos (video_gc.data.decoder); the rest is
+the same.
 
 In val/test a bad video is not replaced: the item carries ``failed = (index,
 path, reason)`` and no tensor, so the collate function drops it from the batch
 and reports it. Randomness comes from a generator seeded by (RNG_SEED, epoch,
 index, attempt), so the clips depend on the seed, never on the worker layout.
+The epoch lives in shared memory, so ``set_epoch`` in the main process reaches
+loader workers that persist across epochs.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import transforms as T
-from .decoder import describe_error, open_video
+from .decoder import FRAME_STORE, describe_error, open_video
 from .lists import DataListError, read_video_list
 from .sampling import eval_clip_indices, train_clip_indices
 
@@ -60,9 +67,11 @@ class VideoDataset(Dataset):
         self.paths, self.labels = read_video_list(
             list_path, separator=data.PATH_LABEL_SEPARATOR, prefix=data.PATH_PREFIX,
             num_classes=cfg.MODEL.NUM_CLASSES)
-        self.backend = data.DECODING_BACKEND
+        self.backend = FRAME_STORE if data.FORMAT == "frames" else data.DECODING_BACKEND
         self.seed = int(cfg.RNG_SEED)
-        self.epoch = 0
+        # Shared with forked or spawned loader workers: persistent workers see every set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.num_samples = cfg.AUG.NUM_SAMPLE if split == "train" else 1
         self.num_frames = data.NUM_FRAMES
         self.sampling_rate = data.SAMPLING_RATE
         self.target_fps = data.TARGET_FPS
@@ -86,15 +95,20 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
         """Reseed the augmentation for ``epoch`` (call before iterating)."""
-        self.epoch = int(epoch)
+        self._epoch.fill_(int(epoch))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one item's ``inputs`` (used to build an empty batch)."""
         if self.split == "train":
-            return (3, self.num_frames, self.train_crop, self.train_crop)
+            clip = (3, self.num_frames, self.train_crop, self.train_crop)
+            return clip if self.num_samples == 1 else (self.num_samples,) + clip
         if self.split == "val":
             return (3, self.num_frames, self.test_crop, self.test_crop)
         return (self.num_clips * self.num_crops, 3, self.num_frames, self.test_crop, self.test_crop)
@@ -108,18 +122,32 @@ class VideoDataset(Dataset):
         return video
 
     # ----------------------------------------------------------------- train
-    def _train_clip(self, index: int, generator: torch.Generator) -> torch.Tensor:
+    def train_frame_ids(self, decoder, generator: torch.Generator) -> torch.Tensor:
+        """Frame numbers of one random train clip in an opened video: long [num_frames]."""
         target_fps = self.target_fps
         if self.jitter_fps > 0:  # PySlowFast only ever raises it: + uniform [0, TRAIN_JITTER_FPS)
             target_fps += self.jitter_fps * torch.rand((), generator=generator, dtype=torch.float64).item()
+        return train_clip_indices(
+            decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+            target_fps=target_fps, generator=generator)
+
+    def _train_clips(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """AUG.NUM_SAMPLE clips of one video, the frames of all of them decoded once:
+        float [3, T, S, S], or [N, 3, T, S, S] when N > 1."""
         decoder = open_video(self.paths[index], self.backend)
         try:
-            frame_ids = train_clip_indices(
-                decoder.num_frames, decoder.fps, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                target_fps=target_fps, generator=generator)
-            video = self.read_frames(decoder, frame_ids)
+            clip_ids = torch.stack([self.train_frame_ids(decoder, generator) for _ in range(self.num_samples)])
+            needed, position = torch.unique(clip_ids, return_inverse=True)
+            frames = self.read_frames(decoder, needed)
         finally:
             decoder.close()
+        clips = torch.empty((self.num_samples, 3, self.num_frames, self.train_crop, self.train_crop))
+        for k, rows in enumerate(position):
+            T.normalize(self._augment(frames[rows], generator), self.mean, self.std, out=clips[k])
+        return clips[0] if self.num_samples == 1 else clips
+
+    def _augment(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Train jitter, crop and flip of one uint8 [T, 3, H, W] clip."""
         if self.area_range:
             video = T.random_area_crop(video, area_range=self.area_range, aspect_range=self.aspect_range,
                                        crop_size=self.train_crop, generator=generator)
@@ -128,7 +156,7 @@ class VideoDataset(Dataset):
                                              generator=generator, inverse_uniform=self.inverse_uniform)
         if self.random_flip:
             video = T.random_hflip(video, generator)
-        return T.normalize(video, self.mean, self.std)
+        return video
 
     def _train_item(self, index: int) -> dict:
         skipped = []
@@ -136,7 +164,7 @@ class VideoDataset(Dataset):
         for attempt in range(MAX_REPLACEMENTS):
             generator = item_generator(self.seed, self.epoch, index, attempt)
             try:
-                inputs = self._train_clip(current, generator)
+                inputs = self._train_clips(current, generator)
             except Exception as err:  # any bad file: never crash training, replace it
                 skipped.append(self.paths[current])
                 last_error = f"{self.paths[current]} ({describe_error(err)})"

@@ -10,6 +10,20 @@ Frames come upright, as a player shows them: a video with a display rotation
 (phone videos) is turned by it, so both backends give the same frames and
 frame size (see ``video_gc.utils.video_io.display_rotation``).
 
+``open_video(path, "frames")`` reads a frame store instead (``DATA.FORMAT
+frames``): one file per video holding its frames as JPEG images, written by
+``data_prep/make_frame_store.py``. Layout, all integers little-endian:
+
+- a 40-byte header (``FRAME_STORE_HEADER``): magic ``VGCJPEGS``, format version,
+  frame count, width, height, fps (float64) and the byte offset of the index;
+- the JPEG images of frames 0..N-1, back to back;
+- the index: N + 1 uint64 byte offsets, frame i being bytes [offset[i], offset[i + 1]),
+  the last offset being where the index starts. The file ends with the index, so
+  a truncated file never matches its header.
+
+A clip reads only the byte ranges of its frames and decodes them in one batched
+``torchvision.io.decode_jpeg`` call.
+
 Every failure (missing, empty, truncated, undecodable file) is raised as
 ``VideoDecodeError`` naming the file, so datasets can skip or record it.
 """
@@ -26,6 +40,14 @@ import torch
 from video_gc.utils.video_io import display_rotation, upright
 
 BACKENDS = ("decord", "pyav")
+# The reader of frame-store files (DATA.FORMAT frames), opened like a backend.
+FRAME_STORE = "frames"
+FRAME_STORE_EXT = ".frames"
+FRAME_STORE_MAGIC = b"VGCJPEGS"
+FRAME_STORE_VERSION = 1
+FRAME_STORE_HEADER = np.dtype([("magic", "S8"), ("version", "<u4"), ("num_frames", "<u4"), ("width", "<u4"),
+                               ("height", "<u4"), ("fps", "<f8"), ("index_offset", "<u8")])
+FRAME_STORE_INDEX = np.dtype("<u8")
 
 
 class VideoDecodeError(RuntimeError):
@@ -193,10 +215,96 @@ class PyAVDecoder:
             self._container = None
 
 
+def _read_exact(fd: int, path: str, size: int, offset: int, what: str) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise VideoDecodeError(path, f"truncated: {what} needs bytes [{offset}, {offset + size}), "
+                                     f"the file ends at {offset + len(data)}")
+    return data
+
+
+def read_frame_store_index(fd: int, path: str) -> tuple[np.void, np.ndarray]:
+    """(header, offsets) of an open frame-store file, checked against each other and the file size."""
+    size = os.fstat(fd).st_size
+    if size < FRAME_STORE_HEADER.itemsize:
+        raise VideoDecodeError(path, f"truncated: {size} bytes, shorter than the {FRAME_STORE_HEADER.itemsize}-byte "
+                                     f"frame-store header")
+    header = np.frombuffer(os.pread(fd, FRAME_STORE_HEADER.itemsize, 0), dtype=FRAME_STORE_HEADER)[0]
+    if header["magic"] != FRAME_STORE_MAGIC:
+        raise VideoDecodeError(path, f"not a frame-store file (starts with {bytes(header['magic'])!r}); "
+                                     f"DATA.FORMAT frames reads the files of data_prep/make_frame_store.py")
+    if header["version"] != FRAME_STORE_VERSION:
+        raise VideoDecodeError(path, f"frame-store version {header['version']}, this video_gc reads version "
+                                     f"{FRAME_STORE_VERSION}")
+    num_frames, fps, start = int(header["num_frames"]), float(header["fps"]), int(header["index_offset"])
+    if num_frames <= 0 or not math.isfinite(fps) or fps <= 0:
+        raise VideoDecodeError(path, f"no decodable video frames (frames={num_frames}, fps={fps})")
+    expected = start + (num_frames + 1) * FRAME_STORE_INDEX.itemsize
+    if size != expected:
+        raise VideoDecodeError(path, f"truncated or corrupt: {size} bytes, the header says {expected}")
+    offsets = np.frombuffer(_read_exact(fd, path, expected - start, start, "the index"), dtype=FRAME_STORE_INDEX)
+    if (offsets[0] != FRAME_STORE_HEADER.itemsize or offsets[-1] != start
+            or not (np.diff(offsets.astype(np.int64)) > 0).all()):
+        raise VideoDecodeError(path, "corrupt frame-store index (offsets out of order or outside the data)")
+    return header, offsets.astype(np.int64)
+
+
+class FrameStoreDecoder:
+    """Frames of a frame-store file (see the module docstring): reads only the JPEG
+    images asked for and decodes them in one batched ``decode_jpeg`` call, on the CPU."""
+
+    def __init__(self, path: str):
+        _check_file(path)
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            header, self._offsets = read_frame_store_index(self._fd, path)
+        except BaseException:
+            self.close()
+            raise
+        self.num_frames, self.fps = int(header["num_frames"]), float(header["fps"])
+        self.width, self.height = int(header["width"]), int(header["height"])
+
+    def get_frames(self, indices) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        uniq, inverse = _unique_sorted(indices)
+        uniq = np.clip(uniq, 0, self.num_frames - 1)
+        starts, ends = self._offsets[uniq], self._offsets[uniq + 1]
+        buffer = bytearray(int((ends - starts).sum()))
+        cuts = np.concatenate([[0], np.cumsum(ends - starts)])
+        for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
+            buffer[cuts[k]:cuts[k + 1]] = _read_exact(self._fd, self.path, end - start, start, f"frame {uniq[k]}")
+        data = torch.frombuffer(buffer, dtype=torch.uint8)
+        try:
+            images = decode_jpeg([data[cuts[k]:cuts[k + 1]] for k in range(len(uniq))], mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as err:
+            # torchvision's message is "decode_jpeg, <source file:line>, <reason>": keep the reason.
+            reason = str(err).splitlines()[0].rsplit(", ", 1)[-1] if str(err) else type(err).__name__
+            raise VideoDecodeError(self.path, f"corrupt JPEG among the {len(uniq)} frames read ({uniq[0]} to "
+                                              f"{uniq[-1]}): {reason}") from err
+        for k, image in enumerate(images):
+            if image.shape != (3, self.height, self.width):
+                raise VideoDecodeError(self.path, f"frame {uniq[k]} is {image.shape[2]}x{image.shape[1]}, "
+                                                  f"the header says {self.width}x{self.height}")
+        # One copy: the requested order (repeats included) is taken while stacking.
+        return torch.stack([images[k] for k in inverse.tolist()]).permute(0, 2, 3, 1)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def open_video(path: str, backend: str = "decord"):
-    """Open ``path`` with ``backend`` ("decord" or "pyav"); raises VideoDecodeError."""
+    """Open ``path`` with ``backend`` ("decord" or "pyav"), or a frame-store file with
+    ``FRAME_STORE``; raises VideoDecodeError."""
+    if backend == FRAME_STORE:
+        return FrameStoreDecoder(path)
+    if backend in BACKENDS and path.endswith(FRAME_STORE_EXT):
+        raise VideoDecodeError(path, "a frame-store file: set DATA.FORMAT frames to read it")
     if backend == "decord":
         return DecordDecoder(path)
     if backend == "pyav":
         return PyAVDecoder(path)
-    raise ValueError(f"unknown decoding backend '{backend}', choose from {BACKENDS}")
+    raise ValueError(f"unknown decoding backend '{backend}', choose from {BACKENDS + (FRAME_STORE,)}")

@@ -13,7 +13,9 @@ the two agree.
 
 Determinism: the shuffle order comes from (RNG_SEED, epoch) and every item's
 augmentation from (RNG_SEED, epoch, index), so the same seed gives the same
-batches with any ``DATA_LOADER.NUM_WORKERS``.
+batches with any ``DATA_LOADER.NUM_WORKERS``, persistent workers or not.
+
+With ``AUG.NUM_SAMPLE`` N > 1 a train batch of B items carries B * N clips.
 
 Test under DDP: ``ShardedEvalSampler`` gives every video to exactly one rank
 (no padding); the engine still de-duplicates gathered results by index
@@ -27,17 +29,18 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from video_gc.config import ConfigError
 
 from .dataset import VideoDataset
 from .lists import DataListError
-from .samplers import ShardedEvalSampler
+from .samplers import ShardedEvalSampler, TrainSampler
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +64,14 @@ def per_process_batch_size(global_batch: int, world_size: int, key: str) -> int:
 
 
 class VideoCollate:
-    """Stack items into the contract's batch dict; failed val/test items go to ``"failed"``."""
+    """Stack items into the contract's batch dict; failed val/test items go to ``"failed"``.
 
-    def __init__(self, split: str, input_shape: tuple[int, ...]):
-        self.split, self.input_shape = split, input_shape
+    With ``num_samples`` N > 1 (AUG.NUM_SAMPLE) a train item holds N clips [N, 3, T, S, S];
+    they become N rows of the batch, each with the item's label and index.
+    """
+
+    def __init__(self, split: str, input_shape: tuple[int, ...], num_samples: int = 1):
+        self.split, self.input_shape, self.num_samples = split, input_shape, num_samples
 
     def __call__(self, items: list[dict]) -> dict:
         good = [item for item in items if item["inputs"] is not None]
@@ -73,10 +80,13 @@ class VideoCollate:
             inputs = default_collate([item["inputs"] for item in good])
         else:
             inputs = torch.empty((0,) + tuple(self.input_shape))
+        if self.num_samples > 1:
+            inputs = inputs.flatten(0, 1)  # a view: the N clips of an item are adjacent rows
+        repeat = range(self.num_samples)
         batch = {
             "inputs": inputs,
-            "labels": torch.tensor([item["label"] for item in good], dtype=torch.long),
-            "indices": torch.tensor([item["index"] for item in good], dtype=torch.long),
+            "labels": torch.tensor([item["label"] for item in good for _ in repeat], dtype=torch.long),
+            "indices": torch.tensor([item["index"] for item in good for _ in repeat], dtype=torch.long),
         }
         if self.split in ("train", "val"):
             batch["skipped"] = [path for item in items for path in item.get("skipped", ())]
@@ -86,11 +96,19 @@ class VideoCollate:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy / random in each worker from torch's per-worker seed; one thread per worker."""
+    """Seed numpy / random in each worker from torch's per-worker seed; one thread per worker.
+
+    A worker ignores the stop signals (SIGINT, SIGTERM, SIGUSR1): schedulers and launchers send
+    them to the whole process group, and a worker killed by one would fail the step the main
+    process is finishing before it stops. The main process ends its workers; a worker whose main
+    process died exits on its own.
+    """
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
     torch.set_num_threads(1)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class VideoLoader(DataLoader):
@@ -134,9 +152,8 @@ def construct_loader(cfg, split: str, *, pad_eval: bool = False) -> VideoLoader:
     world_size, rank = _world()
     if split == "train":
         batch_size = per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world_size, "TRAIN.BATCH_SIZE")
-        # Also used with one process: it gives the (seed, epoch)-determined shuffle.
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                     seed=int(cfg.RNG_SEED))
+        sampler = TrainSampler(len(dataset), batch_size=batch_size, num_replicas=world_size, rank=rank,
+                               seed=int(cfg.RNG_SEED))
         drop_last = True
     else:
         batch_size = per_process_batch_size(cfg.TEST.BATCH_SIZE, world_size, "TEST.BATCH_SIZE")
@@ -155,16 +172,21 @@ def construct_loader(cfg, split: str, *, pad_eval: bool = False) -> VideoLoader:
         num_workers=workers,
         pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
         drop_last=drop_last,
-        collate_fn=VideoCollate(split, dataset.input_shape),
+        collate_fn=VideoCollate(split, dataset.input_shape, dataset.num_samples),
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=generator,
-        persistent_workers=False,
+        # Safe across epochs: the dataset keeps its epoch in shared memory (VideoDataset.set_epoch).
+        persistent_workers=bool(cfg.DATA_LOADER.PERSISTENT_WORKERS) and workers > 0,
+        prefetch_factor=int(cfg.DATA_LOADER.PREFETCH_FACTOR) if workers > 0 else None,
     )
 
 
-def shuffle_loader(loader: DataLoader, epoch: int) -> None:
-    """Reshuffle (DistributedSampler.set_epoch) and reseed augmentation for ``epoch``."""
-    if hasattr(loader.sampler, "set_epoch"):
+def shuffle_loader(loader: DataLoader, epoch: int, start_batch: int = 0) -> None:
+    """Reshuffle and reseed augmentation for ``epoch``; a train loader then starts at its
+    global batch ``start_batch`` (a run resumed mid-epoch)."""
+    if isinstance(loader.sampler, TrainSampler):
+        loader.sampler.set_epoch(epoch, start_batch)
+    elif hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     if hasattr(loader.dataset, "set_epoch"):
         loader.dataset.set_epoch(epoch)

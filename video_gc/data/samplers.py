@@ -52,3 +52,40 @@ def dedup_by_index(indices: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch
     first[1:] = sorted_idx[1:] != sorted_idx[:-1]
     keep = order[first]
     return (indices[keep],) + tuple(t[keep.to(t.device)] for t in tensors)
+
+
+class TrainSampler(Sampler[int]):
+    """The epoch's shuffled order, dealt to the ranks one global batch at a time, from any point.
+
+    The order is ``torch.randperm`` seeded by (seed + epoch), the same on every rank. Global
+    batch j is positions [j * B, (j + 1) * B) of it (B = ``batch_size`` x ``num_replicas``);
+    rank r takes every ``num_replicas``-th of them from the r-th on. An epoch has
+    ``len(order) // B`` global batches; the remainder is dropped, never padded with repeats.
+    ``set_epoch(epoch, start_batch=k)`` starts at global batch k, so a run resumed mid-epoch
+    reads exactly the samples that were still due, with any number of ranks for the same B.
+    """
+
+    def __init__(self, num_items: int, *, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.num_items, self.batch_size, self.num_replicas, self.rank = num_items, batch_size, num_replicas, rank
+        self.seed, self.epoch, self.start_batch = seed, 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_items // (self.batch_size * self.num_replicas)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise ValueError(f"start batch {start_batch} outside [0, {self.batches_per_epoch}]")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        span = self.batch_size * self.num_replicas
+        due = order[self.start_batch * span: self.batches_per_epoch * span]
+        return iter(due[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size

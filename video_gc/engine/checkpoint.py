@@ -7,18 +7,38 @@ A checkpoint is a plain dict that ``torch.load(weights_only=True)`` can read:
 - ``model_state`` (never DDP-prefixed), ``optimizer_state``, ``scaler_state``;
 - ``cfg``: the run's config as a YAML string;
 - ``rng``: torch (CPU and every CUDA device), numpy and python RNG states as
-  tensors, lists and ints.
+  tensors, lists and ints;
+- ``progress``: where training stands (:class:`Progress`): the iteration reached
+  in the epoch, the epoch's running meters, the bad videos skipped in it so
+  far, and the best validation top-1 yet.
+
+Three kinds of file in OUTPUT_DIR/checkpoints:
+
+- ``checkpoint_epoch_NNNNN.pyth`` after every CHECKPOINT_PERIOD-th epoch (the
+  newest CHECKPOINT_KEEP_LAST are kept, all when it is 0);
+- ``checkpoint_latest.pyth``, written part-way through an epoch (every
+  CHECKPOINT_PERIOD_MINUTES / CHECKPOINT_PERIOD_ITERS, and when a stop signal
+  arrives); ``epoch`` is then the epoch in progress and ``progress.iteration``
+  > 0. Removed once an epoch checkpoint supersedes it;
+- ``checkpoint_best.pyth``: a hard link to (or copy of) the epoch checkpoint
+  with the best validation top-1.
 
 Files are written with :func:`video_gc.utils.io.atomic_save` and read with
-:func:`video_gc.utils.io.safe_torch_load`.
+:func:`video_gc.utils.io.safe_torch_load`. Per-item augmentation is seeded by
+(seed, epoch, index), so DataLoader workers hold no state worth saving: the
+sampler's position and the main process's RNG make a resumed run see exactly
+the batches and random draws an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import re
+import shutil
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -27,10 +47,32 @@ from torch import nn
 from video_gc.models.weights import require_finite
 from video_gc.utils.io import CheckpointError, atomic_save, safe_torch_load
 
+from .optimizer import check_optimizer_state
+
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+LATEST = "checkpoint_latest.pyth"
+BEST = "checkpoint_best.pyth"
 REQUIRED_KEYS = ("epoch", "model_state")
+
+
+@dataclass
+class Progress:
+    """Where training stands: ``epoch`` (0-based) is the one to run, ``iteration`` of its
+    iterations are done; ``meter`` and ``skipped`` belong to those iterations."""
+
+    epoch: int = 0
+    iteration: int = 0
+    meter: dict | None = None
+    skipped: list[str] = field(default_factory=list)
+    best_top1: float | None = None
+    best_epoch: int | None = None
+    global_batch: int | None = None  # TRAIN.BATCH_SIZE: what ``iteration`` counts in
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.iteration
 
 
 def checkpoint_dir(output_dir: str) -> str:
@@ -43,12 +85,19 @@ def checkpoint_path(output_dir: str, epoch: int) -> str:
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
-    """Checkpoint files in OUTPUT_DIR/checkpoints, newest (highest epoch) first."""
+    """Epoch checkpoint files in OUTPUT_DIR/checkpoints, newest (highest epoch) first."""
     folder = checkpoint_dir(output_dir)
     if not os.path.isdir(folder):
         return []
     found = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := _NAME.match(name))]
     return [os.path.join(folder, name) for _, name in sorted(found, reverse=True)]
+
+
+def run_checkpoints(output_dir: str) -> list[str]:
+    """Every checkpoint file of a run, newest first: latest (removed once an epoch checkpoint
+    supersedes it), the epoch ones, then best."""
+    latest, best = (os.path.join(checkpoint_dir(output_dir), name) for name in (LATEST, BEST))
+    return [path for path in (latest, *list_checkpoints(output_dir), best) if os.path.isfile(path)]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -64,7 +113,9 @@ def get_rng_state() -> dict:
     version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # This process's device only: every rank seeds it alike and draws alike (one step, one batch
+        # size), so rank 0's state is every rank's; the other devices are other processes'.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
@@ -74,13 +125,11 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     saved_cuda = state.get("cuda") or []
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if saved_cuda and len(saved_cuda) == visible:
-        torch.cuda.set_rng_state_all(saved_cuda)
+    if saved_cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved_cuda[0])  # onto this process's device
     elif saved_cuda:
-        logger.warning("checkpoint holds CUDA RNG states for %d devices but %d are visible; CUDA random "
-                       "streams start afresh, so the resumed run is not bit-identical to an uninterrupted one",
-                       len(saved_cuda), visible)
+        logger.warning("checkpoint holds a CUDA RNG state but no CUDA device is visible; CUDA random "
+                       "streams start afresh, so the resumed run is not bit-identical to an uninterrupted one")
     np_state = state["numpy"]
     np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
@@ -91,9 +140,14 @@ def set_rng_state(state: dict) -> None:
 # ---------------------------------------------------------------------------
 # Save / load
 # ---------------------------------------------------------------------------
-def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer=None, scaler=None, cfg=None) -> str:
-    """Write the checkpoint of 0-based ``epoch`` atomically; returns its path."""
-    path = checkpoint_path(output_dir, epoch)
+def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer=None, scaler=None, cfg=None, *,
+                    progress: Progress | None = None) -> str:
+    """Write a checkpoint atomically; returns its path. Without ``progress.iteration`` it is the
+    checkpoint of finished 0-based ``epoch``; with it, ``checkpoint_latest.pyth`` part-way
+    through ``epoch``."""
+    progress = progress or Progress(epoch=epoch + 1)
+    mid_epoch = progress.iteration > 0
+    path = os.path.join(checkpoint_dir(output_dir), LATEST) if mid_epoch else checkpoint_path(output_dir, epoch)
     state = {
         "epoch": int(epoch),
         "model_state": unwrap(model).state_dict(),
@@ -101,9 +155,19 @@ def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer=Non
         "scaler_state": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "cfg": cfg.dump() if cfg is not None else "",
         "rng": get_rng_state(),
+        "progress": asdict(progress),
     }
     atomic_save(state, path)
     return path
+
+
+def progress_of(state: dict) -> Progress:
+    """Where training continues from a checkpoint (one written before ``progress`` existed
+    holds a finished epoch)."""
+    saved = state.get("progress")
+    if saved:
+        return Progress(**saved)
+    return Progress(epoch=int(state["epoch"]) + 1)
 
 
 def read_checkpoint(path: str) -> dict:
@@ -115,14 +179,57 @@ def read_checkpoint(path: str) -> dict:
     return state
 
 
+def _readable(path: str) -> dict | None:
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as err:
+        logger.warning("skipping unusable checkpoint: %s", err)
+        return None
+
+
 def find_last_valid_checkpoint(output_dir: str) -> tuple[str, dict] | None:
-    """The newest checkpoint that loads; unreadable newer files are skipped with a warning."""
+    """The checkpoint that resumes furthest along, among the epoch ones and latest, that
+    loads; unreadable files are skipped with a warning."""
+    latest = os.path.join(checkpoint_dir(output_dir), LATEST)
+    best = None
+    if os.path.isfile(latest) and (state := _readable(latest)) is not None:
+        best = (latest, state)
+    reached = progress_of(best[1]).position if best else (-1, 0)
     for path in list_checkpoints(output_dir):
-        try:
-            return path, read_checkpoint(path)
-        except CheckpointError as err:
-            logger.warning("skipping unusable checkpoint: %s", err)
-    return None
+        if (int(_NAME.match(os.path.basename(path)).group(1)), 0) <= reached:
+            break  # this one and every older one resume no further than latest
+        if (state := _readable(path)) is not None:
+            return path, state
+    return best
+
+
+def prune_checkpoints(output_dir: str, *, keep_last: int, superseded_latest: bool) -> list[str]:
+    """After an epoch checkpoint: delete all but the newest ``keep_last`` epoch checkpoints (none
+    when 0) and a latest one it supersedes; returns the names deleted. The newest is always kept."""
+    doomed = list_checkpoints(output_dir)[max(keep_last, 1):] if keep_last > 0 else []
+    latest = os.path.join(checkpoint_dir(output_dir), LATEST)
+    if superseded_latest and os.path.isfile(latest):
+        doomed.append(latest)
+    for path in doomed:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    return [os.path.basename(path) for path in doomed]
+
+
+def mark_best(path: str) -> str:
+    """Make ``checkpoint_best.pyth`` the checkpoint ``path`` (a hard link; a copy where the file
+    system has none), replaced atomically; returns its path."""
+    target = os.path.join(os.path.dirname(path), BEST)
+    # Named like atomic_save's temporary files, so a run killed right here leaves nothing at the next start.
+    temp = os.path.join(os.path.dirname(path), f".tmp_{os.getpid() % 10**8:08d}.{BEST}")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(temp)
+    try:
+        os.link(path, temp)
+    except OSError:
+        shutil.copyfile(path, temp)
+    os.replace(temp, target)
+    return target
 
 
 def _list_keys(keys: list[str], limit: int = 8) -> str:
@@ -154,8 +261,10 @@ def load_model_state(model: nn.Module, state: dict, path: str) -> None:
     target.load_state_dict(weights, strict=True)
 
 
-def restore_training_state(state: dict, path: str, model: nn.Module, optimizer=None, scaler=None) -> int:
-    """Load model, optimizer, grad scaler and RNG states; returns the epoch to start from."""
+def restore_training_state(state: dict, path: str, model: nn.Module, optimizer=None, scaler=None) -> Progress:
+    """Load model, optimizer, grad scaler and RNG states; returns where training continues."""
+    if optimizer is not None and state.get("optimizer_state") is not None:
+        check_optimizer_state(optimizer, state["optimizer_state"], path)  # before anything is loaded
     load_model_state(model, state, path)
     if optimizer is not None and state.get("optimizer_state") is not None:
         optimizer.load_state_dict(state["optimizer_state"])
@@ -163,4 +272,4 @@ def restore_training_state(state: dict, path: str, model: nn.Module, optimizer=N
         scaler.load_state_dict(state["scaler_state"])
     if state.get("rng") is not None:
         set_rng_state(state["rng"])
-    return int(state["epoch"]) + 1
+    return progress_of(state)

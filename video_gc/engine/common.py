@@ -60,7 +60,7 @@ def _has_video_gc_names(weights, path: str) -> bool:
         return False  # no known layout: loading the weights says so
 
 
-def _video_gc_training_state(path: str) -> dict | None:
+def video_gc_training_state(path: str) -> dict | None:
     """The training checkpoint at ``path`` when its weights carry video_gc's names, else None."""
     try:
         state = cu.read_checkpoint(path)
@@ -73,7 +73,7 @@ def load_test_weights(cfg, model, path: str) -> None:
     """A video_gc checkpoint loads strictly; other layouts (TEST.CHECKPOINT_TYPE) go through the
     weights importer, also strictly: testing half-loaded weights would be testing random ones."""
     if cfg.TEST.CHECKPOINT_TYPE == "pytorch":
-        state = _video_gc_training_state(path)
+        state = video_gc_training_state(path)
         if state is not None:
             cu.load_model_state(model, state, path)  # its errors name the keys that differ
             return

@@ -59,8 +59,24 @@ def init_process_group(cfg, *, rank: int, world_size: int, local_rank: int, init
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend_for(cfg), init_method=init_method, rank=rank, world_size=world_size, **kwargs)
+        if init_method == "env://" and "TORCHELASTIC_RESTART_COUNT" in os.environ:
+            kwargs["store"] = _restart_store(rank, world_size)
+        else:
+            kwargs["init_method"] = init_method
+        dist.init_process_group(backend_for(cfg), rank=rank, world_size=world_size, **kwargs)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _restart_store(rank: int, world_size: int) -> dist.Store:
+    """torchrun's store, with keys of their own for each restart of the workers.
+
+    The store outlives a restart, and with it the addresses the workers of the last
+    attempt published: a restarted worker that read one would wait for a dead peer.
+    """
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=rank == 0 and not agent_hosts_it)
+    return dist.PrefixStore(f"video_gc/restart_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 def destroy_process_group() -> None:

@@ -12,8 +12,10 @@ Three ways to run:
   count is ``NUM_CPU_PROCESSES`` (default 1), whatever ``NUM_GPUS`` says.
 
 Rank 0 holds ``OUTPUT_DIR/run.lock`` for the whole job, so two runs never share a folder.
-SIGINT and SIGTERM stop a run cleanly: one log line, the DataLoader workers and spawned
-processes stopped, the lock released, exit status 128 + the signal's number (130, 143).
+SIGTERM, SIGUSR1 and SIGINT stop a run cleanly (video_gc.engine.signals): during training at a
+checkpoint, exit status 75, resumed by the same command; elsewhere at once, 128 + the signal's
+number. Either way one log line, the DataLoader workers and spawned processes stopped, the lock
+released. A second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 
 import torch
 
@@ -34,9 +35,9 @@ from video_gc.utils.io import CheckpointError, LockedError, acquire_lock, releas
 from . import distributed as du
 from .common import checkpoint_config_for_run
 from .logger import get_logger, save_run_config, setup_logging
+from .signals import EXIT_PREEMPTED, Interrupted, Preempted, StopSignals
 
 LOCK_FILE = "run.lock"
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,84 +63,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 # ---------------------------------------------------------------------------
-# Signals: a clean stop
+# Signals
 # ---------------------------------------------------------------------------
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived (``args[0]``: its number). A BaseException, so no ``except
-    Exception`` on the way swallows it; the ``finally`` blocks it unwinds release the lock,
-    and the DataLoader iterators it frees stop their workers."""
-
-
-class StopSignals:
-    """Within ``with StopSignals() as stop``, the first SIGINT / SIGTERM raises Interrupted in the
-    main thread and is kept in ``stop.received``; later ones are ignored (the run is already
-    stopping, e.g. a Ctrl-C that reached both a spawned process and its parent, which forwards it).
-    Processes forked meanwhile (DataLoader workers) ignore SIGINT and take SIGTERM's default: the
-    main process stops them (PyTorch's shutdown, SIGTERM as its last resort), and a Ctrl-C that
-    reaches the whole process group raises no KeyboardInterrupt in the middle of their decoding.
-    Nor do they print a traceback for a connection the main process closed because it stopped
-    while taking a batch from them: the main process reports the stop."""
-
-    active: StopSignals | None = None
-
-    def __enter__(self) -> StopSignals:
-        self.received, self.resent = None, False
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in _STOP_SIGNALS}
-        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._dropped
-        StopSignals.active = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        StopSignals.active = None
-        self.restore()
-
-    def restore(self) -> None:
-        sys.unraisablehook = self.previous_hook
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, _frame) -> None:
-        if self.received is None:
-            self.received = signum
-        elif not self.resent:
-            return
-        self.resent = False
-        raise Interrupted(self.received)
-
-    def _dropped(self, unraisable) -> None:
-        """Python drops an exception raised where it cannot pass one on: a ``__del__``, or an
-        at-fork hook while a DataLoader forks its workers. Interrupted must not be lost there:
-        the signal is sent again from a thread, so that it arrives once that code has returned.
-        Other such errors after a signal come from code the stop cut short (e.g. the ``__del__``
-        of a half-built DataLoader iterator) and are part of the stop."""
-        if isinstance(unraisable.exc_value, Interrupted):
-            self.resent = True
-            threading.Timer(0.01, os.kill, (os.getpid(), self.received)).start()
-        elif self.received is None:
-            self.previous_hook(unraisable)
-
-
-def _quiet_about_closed_connections(exc_type, exc, traceback) -> None:
-    # multiprocessing's thread that hands tensors to the main process reports through sys.excepthook.
-    if not issubclass(exc_type, ConnectionError):
-        sys.__excepthook__(exc_type, exc, traceback)
-
-
-def _in_forked_child() -> None:
-    if StopSignals.active is not None:
-        StopSignals.active.restore()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        sys.excepthook = _quiet_about_closed_connections
-
-
-os.register_at_fork(after_in_child=_in_forked_child)
-
-
 def _run_stoppable(body) -> int:
-    """``body()``'s exit status; after SIGINT / SIGTERM, one log line and 128 + the signal's number."""
+    """``body()``'s exit status; after a stop signal, one log line and EXIT_PREEMPTED when training
+    stopped at a checkpoint, else 128 + the signal's number."""
     with StopSignals() as stop:
         try:
             return body()
+        except Preempted as preempted:
+            get_logger().warning("stopped by %s at a checkpoint; run the same command again to resume "
+                                 "(exit status %d)", signal.Signals(preempted.args[0]).name, EXIT_PREEMPTED)
+            return EXIT_PREEMPTED
         except BaseException:
             if stop.received is None:
                 raise
@@ -149,13 +84,16 @@ def _run_stoppable(body) -> int:
             return 128 + stop.received
 
 
-def _stop_children(processes, signum: int) -> None:
-    """Pass the signal on to the spawned processes and wait, so that none outlives this one."""
+def _stop_children(processes, signum: int) -> int:
+    """Ask the spawned processes to stop (SIGTERM: those training stop at a checkpoint) and wait,
+    so that none outlives this one; EXIT_PREEMPTED when all of them stopped at a checkpoint."""
     for process in processes:
         if process.is_alive():
-            os.kill(process.pid, signum)
+            os.kill(process.pid, signal.SIGTERM)
     for process in processes:
         process.join()
+    codes = {process.exitcode for process in processes}
+    return EXIT_PREEMPTED if codes == {EXIT_PREEMPTED} else 128 + signum
 
 
 # ---------------------------------------------------------------------------
@@ -304,20 +242,29 @@ def launch(cfg, init_method: str | None = None) -> int:
     import torch.multiprocessing as mp
 
     context = mp.spawn(_spawned_worker, args=(cfg, init_method or cfg.INIT_METHOD, procs), nprocs=procs, join=False)
+    if StopSignals.active is not None:  # a second Ctrl-C takes them down with this process
+        StopSignals.active.children = [process.pid for process in context.processes]
     try:
         while not context.join():
             pass
     except mp.ProcessExitedException as err:
+        if err.exit_code == EXIT_PREEMPTED:  # a stop signal reached a worker, not this process
+            return _stop_children(context.processes, signal.SIGTERM)
         print(f"error: a worker process exited with status {err.exit_code}; see the log above", file=sys.stderr)
         return 1
     except Interrupted as stop:
-        _stop_children(context.processes, stop.args[0])
+        code = _stop_children(context.processes, stop.args[0])
+        if code == EXIT_PREEMPTED:
+            get_logger().warning("stopped by %s at a checkpoint; run the same command again to resume (exit "
+                                 "status %d)", signal.Signals(stop.args[0]).name, EXIT_PREEMPTED)
+            return code
         raise
     return 0
 
 
 def main(argv=None) -> int:
-    """tools/run_net.py: 0 done, 1 a run error, 2 a config or data-list error, 130 / 143 SIGINT / SIGTERM."""
+    """tools/run_net.py: 0 done, 1 a run error, 2 a config or data-list error, 75 stopped by a signal at a
+    checkpoint (rerun to resume), 128 + N stopped by signal N elsewhere (130 SIGINT, 143 SIGTERM)."""
     return _run_stoppable(lambda: _main(argv))
 
 

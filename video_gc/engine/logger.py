@@ -15,6 +15,8 @@ import sys
 
 import torch
 
+from video_gc.utils.io import atomic_write_text
+
 LOGGER_NAME = "video_gc"
 _FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
 
@@ -89,6 +91,25 @@ class StatsWriter:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "iter"):
                     self.tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def rewind(self, epoch: int, iteration: int) -> int:
+        """Drop the training records of the work a resumed run redoes: everything after ``iteration``
+        iterations of 0-based ``epoch``. Returns how many were dropped (each step is then in the
+        file once, however often the run was interrupted)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return 0
+
+        def redone(record: dict) -> bool:
+            if record.get("type") == "train_iter":
+                return (record["epoch"] - 1, record["iter"]) > (epoch, iteration)
+            return record.get("type") in ("train_epoch", "val_epoch") and record["epoch"] - 1 >= epoch
+
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if not redone(json.loads(line))]
+        if len(kept) < len(lines):
+            atomic_write_text(self.path, "".join(kept))
+        return len(lines) - len(kept)
 
     def close(self) -> None:
         if self.tb is not None:

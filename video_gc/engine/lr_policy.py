@@ -64,6 +64,7 @@ def get_lr_at_epoch(cfg, epoch: float) -> float:
 
 
 def set_lr(optimizer, lr: float) -> None:
-    """Write ``lr`` into every parameter group."""
+    """Write ``lr`` times the group's ``lr_mult`` (SOLVER.HEAD_LR_MULT for the head, else 1) into
+    every parameter group."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

@@ -120,3 +120,19 @@ class TrainMeter:
 
     def epoch_summary(self, world_size: int = 1) -> dict:
         return self.summary(self.epoch, world_size)
+
+    def state_dict(self) -> dict:
+        """The epoch's and the logging window's running totals as plain numbers (a mid-epoch
+        checkpoint carries them)."""
+        return {name: {key: [value.total, value.count] if isinstance(value, AverageMeter) else value
+                       for key, value in bucket.items()}
+                for name, bucket in (("epoch", self.epoch), ("window", self.window))}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, saved in state.items():
+            bucket = getattr(self, name)
+            for key, value in saved.items():
+                if isinstance(bucket[key], AverageMeter):
+                    bucket[key].total, bucket[key].count = float(value[0]), int(value[1])
+                else:
+                    bucket[key] = value

@@ -49,27 +49,53 @@ def plot_training_curves(records: list[dict], path: str) -> str | None:
     return path
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str) -> str:
-    """Row-normalised confusion matrix (true class per row) with counts in small grids."""
+# Above this many classes the matrix shows only the most confused ones: 400 unlabelled rows say nothing.
+MAX_CONFUSION_CLASSES = 40
+
+
+def confusion_classes(matrix: np.ndarray, max_classes: int = MAX_CONFUSION_CLASSES) -> np.ndarray:
+    """The classes the confusion figure shows: all of them (in order) up to ``max_classes``; else the
+    ``max_classes`` with the most off-diagonal mass (videos of the class predicted as another, plus
+    videos of other classes predicted as it), most first, ties by class id."""
+    n = matrix.shape[0]
+    if n <= max_classes:
+        return np.arange(n)
+    off = matrix - np.diag(np.diag(matrix))
+    mass = off.sum(axis=0) + off.sum(axis=1)
+    return np.lexsort((np.arange(n), -mass))[:max_classes]
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str,
+                          max_classes: int = MAX_CONFUSION_CLASSES) -> str:
+    """Row-normalised confusion matrix (true class per row) with class names and counts; above
+    ``max_classes`` classes, the rows and columns of the most confused classes (confusion_classes),
+    still normalised by each true class's full count of videos."""
     plt = _pyplot()
     n = matrix.shape[0]
-    support = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, support, out=np.zeros(matrix.shape, dtype=float), where=support > 0)
-    side = min(max(6.0, 0.45 * n + 4.0), 40.0)
+    shown = confusion_classes(matrix, max_classes)
+    support = matrix.sum(axis=1, keepdims=True)[shown]
+    counts = matrix[np.ix_(shown, shown)]
+    normalised = np.divide(counts, support, out=np.zeros(counts.shape, dtype=float), where=support > 0)
+    labels = [class_names[c] for c in shown]
+    k = len(shown)
+    side = max(6.0, 0.45 * k + 4.0)
     fig, ax = plt.subplots(figsize=(side, side))
     image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    if n <= 40:
-        ax.set_xticks(range(n), class_names, rotation=90, fontsize=8)
-        ax.set_yticks(range(n), class_names, fontsize=8)
-        for i in range(n):
-            for j in range(n):
-                if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if normalised[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion (rows normalised)")
+    if k < n:
+        ax.set_title(f"confusion of the {k} most confused of {n} classes\n"
+                     f"(rows normalised over all {n} classes; the rest are in per_class.csv)")
+    else:
+        ax.set_title("confusion (rows normalised)")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -3,8 +3,10 @@ views in one forward pass, softmax, ensembled by DATA.ENSEMBLE_METHOD.
 
 Writes to OUTPUT_DIR ``test_metrics.json`` first, then ``failed_videos.txt``,
 ``predictions.npz`` (index, path, label, scores, prediction) and
-``confusion_matrix.png``: an output that cannot be written is an error, but
-never costs the metrics. Results from all ranks are gathered and de-duplicated
+``confusion_matrix.png`` and ``per_class.csv`` (per-class precision, recall, F1 and
+top-5 recall; :mod:`video_gc.engine.report`): an output that cannot be written is an
+error, but never costs the metrics. The ten most confused class pairs are logged and
+stored in the metrics. Results from all ranks are gathered and de-duplicated
 by video index, so every video counts exactly once.
 """
 
@@ -23,6 +25,7 @@ from .common import EngineError, class_names, load_test_weights, prepare_model, 
 from .logger import get_logger, progress
 from .meters import confusion_matrix, ensemble_views, mean_class_accuracy, topk_accuracies, topk_correct
 from .plots import plot_confusion_matrix
+from .report import format_confused_pairs, most_confused_pairs, per_class_csv, per_class_report
 from video_gc.data.coverage import FAILED_VIDEOS_FILE, coverage_line, write_coverage_report
 from video_gc.inference import prepare_for_inference
 from video_gc.utils.io import atomic_write_text
@@ -32,6 +35,7 @@ logger = get_logger()
 METRICS_FILE = "test_metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 CONFUSION_FILE = "confusion_matrix.png"
+PER_CLASS_FILE = "per_class.csv"
 
 
 @torch.inference_mode()
@@ -193,6 +197,7 @@ def test(cfg, dist_info: du.DistInfo, model=None, trained: str | None = None) ->
         "seconds": round(time.time() - start, 2),
         "per_class_accuracy": {names[c]: (100.0 * matrix[c, c] / matrix[c].sum() if matrix[c].sum() else None)
                                for c in range(num_classes)},
+        "most_confused": most_confused_pairs(matrix, names),
     })
     if metrics["videos_evaluated"] + metrics["videos_failed"] != num_videos:
         logger.warning("test coverage mismatch: %d evaluated + %d failed != %d videos in the list",
@@ -208,18 +213,23 @@ def test(cfg, dist_info: du.DistInfo, model=None, trained: str | None = None) ->
     except OSError as err:
         raise EngineError(f"could not write the test metrics {metrics_path}: {err}") from err
     logger.info("test results (%s):\n%s", metrics["coverage"], _results_table(metrics))
+    logger.info("most confused pairs (true -> predicted):\n%s", format_confused_pairs(metrics["most_confused"]))
     logger.info("metrics: %s", metrics_path)
 
     predictions_path = os.path.join(cfg.OUTPUT_DIR, cfg.TEST.SAVE_RESULTS_PATH or PREDICTIONS_FILE)
     if not predictions_path.endswith(".npz"):
         predictions_path += ".npz"  # numpy adds it; the log names the real file
     confusion_path = os.path.join(cfg.OUTPUT_DIR, CONFUSION_FILE)
+    per_class_path = os.path.join(cfg.OUTPUT_DIR, PER_CLASS_FILE)
+    per_class = per_class_report(results["scores"], results["label"], names)
     written = [
         _write_output("failed videos list", os.path.join(cfg.OUTPUT_DIR, FAILED_VIDEOS_FILE),
                       lambda: write_coverage_report(num_videos, failed, cfg.OUTPUT_DIR)),
         _write_output("predictions", predictions_path, lambda: _save_predictions(predictions_path, results,
                                                                                  loader.dataset.paths)),
         _write_output("confusion matrix", confusion_path, lambda: plot_confusion_matrix(matrix, names, confusion_path)),
+        _write_output("per-class report", per_class_path,
+                      lambda: atomic_write_text(per_class_path, per_class_csv(per_class))),
     ]
     problems = [shortfall] if shortfall else []
     if not all(written):

@@ -1,5 +1,8 @@
 """Decode every video of a ``path label`` list, report the bad ones and write a cleaned list.
 
+Frame-store files (``.frames``, data_prep/make_frame_store.py) are checked as stores,
+whatever the backend: header, index and file size, then every JPEG frame decoded.
+
 A video is bad when it is missing or unreadable, decodes to zero frames, or has
 fewer than ``min_frames`` frames (too short for one clip, e.g. NUM_FRAMES x
 SAMPLING_RATE). Paths resolve as in the data pipeline: against ``prefix`` when
@@ -13,7 +16,9 @@ import time
 
 import numpy as np
 
+from video_gc.data.decoder import FRAME_STORE_EXT
 from video_gc.data.lists import read_list_entries
+from video_gc.prep.frame_store import probe_frame_store
 from video_gc.prep.lists import PrepError, write_report
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import VideoInfo, probe_video
@@ -22,6 +27,8 @@ from video_gc.utils.io import atomic_write_text
 
 def _probe_with(job: tuple[str, str]) -> VideoInfo:
     path, backend = job
+    if path.endswith(FRAME_STORE_EXT):
+        return probe_frame_store(path)
     if backend == "decord":
         return probe_decord(path)
     return probe_video(path)

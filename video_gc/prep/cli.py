@@ -9,6 +9,7 @@ from typing import Callable
 
 from video_gc.data.lists import DataListError
 from video_gc.prep.lists import PrepError
+from video_gc.prep.resize import DEFAULT_GOP
 
 
 def make_parser(description: str, example: str) -> argparse.ArgumentParser:
@@ -17,11 +18,25 @@ def make_parser(description: str, example: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _frames(text: str) -> int:
+    """argparse type: a whole number of frames >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
 def add_resize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--short-side", type=int, default=256, help="256 (default) or 320")
+    parser.add_argument("--gop", type=_frames, default=DEFAULT_GOP,
+                        help=f"a keyframe at least every GOP frames (default {DEFAULT_GOP}): random training clips "
+                             "decode from the keyframe before them, so short is fast; files grow a few percent"),
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--backend", choices=("auto", "ffmpeg", "pyav"), default="auto",
-                        help="auto = the ffmpeg CLI when installed, else PyAV")
+                        help="auto = the ffmpeg CLI (on the PATH, else imageio-ffmpeg's), else PyAV")
 
 
 def run(step: Callable[[], object]) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from video_gc.data.lists import find_videos, read_classids, write_classids, write_list
 from video_gc.prep.lists import PrepError, folder_names, write_report
-from video_gc.prep.resize import DEFAULT_SHORT_SIDE, ResizeJob, count_status, describe_counts, run_jobs
+from video_gc.prep.resize import DEFAULT_GOP, DEFAULT_SHORT_SIDE, ResizeJob, count_status, describe_counts, run_jobs
 from video_gc.utils.io import atomic_write_text
 
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
@@ -126,7 +126,7 @@ def _source_for(ann: Annotation, videos: dict[str, str]) -> tuple[str | None, bo
 
 def prepare_kinetics(annotations: list[str], videos_dir: str, output: str,
                      short_side: int = DEFAULT_SHORT_SIDE, workers: int = 1, classids: str | None = None,
-                     backend: str = "auto", verbose: bool = True) -> dict:
+                     backend: str = "auto", gop: int = DEFAULT_GOP, verbose: bool = True) -> dict:
     """Resize every annotated clip that was downloaded and write the lists; returns the summary.
 
     ``classids``: an existing classids.json to take the class indices from (e.g. to
@@ -169,7 +169,7 @@ def prepare_kinetics(annotations: list[str], videos_dir: str, output: str,
                             f"under {videos_dir}")
             continue
         jobs.setdefault(rel, ResizeJob(source, os.path.join(output, rel), short_side, start=ann.start if trim else None,
-                                       end=ann.end if trim else None, backend=backend))
+                                       end=ann.end if trim else None, backend=backend, gop=gop))
         job_rows.append((ann, rel))
     start_time = time.time()
     results = dict(zip(jobs, run_jobs(list(jobs.values()), workers=workers, desc="kinetics"))) if jobs else {}
@@ -205,7 +205,7 @@ def prepare_kinetics(annotations: list[str], videos_dir: str, output: str,
 
     videos_counts = count_status(list(results.values()))
     videos_counts["missing"] += sum(1 for o in outcome.values() if o[0] == "missing")
-    summary = {"output": output, "classes": len(labels), "splits": per_split, "videos": videos_counts,
+    summary = {"output": output, "classes": len(labels), "gop": gop, "splits": per_split, "videos": videos_counts,
                "unlabeled_test": len(unlabeled), "report": report, "seconds": round(time.time() - start_time, 2)}
     if verbose:
         print(format_summary("Kinetics", summary))
@@ -226,6 +226,6 @@ def split_table(splits: dict[str, dict[str, int]], report: str) -> str:
 
 def format_summary(name: str, summary: dict) -> str:
     """The summary printed at the end of a preparation that resized videos."""
-    return (f"{name} in {summary['output']}: {summary['classes']} classes; videos: "
+    return (f"{name} in {summary['output']}: {summary['classes']} classes; videos (gop {summary['gop']}): "
             f"{describe_counts(summary['videos'])} ({summary['seconds']} s)\n"
             + split_table(summary["splits"], summary["report"]))

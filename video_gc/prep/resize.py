@@ -2,8 +2,18 @@
 
 One job is one source file -> one output file, optionally cut to
 ``[start, end)`` seconds (untrimmed Kinetics downloads). The ffmpeg CLI does the
-work when it is installed; otherwise PyAV decodes, rescales with libswscale and
-encodes through :class:`video_gc.utils.video_io.VideoWriter`. Either way a
+work: the system's when one is on the PATH, else the binary the imageio-ffmpeg
+package ships (``ffmpeg_exe``). Without either, PyAV decodes, rescales with
+libswscale and encodes through :class:`video_gc.utils.video_io.VideoWriter`.
+
+Both paths put a keyframe at least every ``gop`` frames (x264's ``keyint``; x264
+alone puts one only every 250 frames plus scene cuts). A training clip is
+decoded from the keyframe before its first frame, so the default 32 makes a
+random clip about a fifth cheaper to read than x264's interval, for about an
+eighth more bytes (measured: docs/data_preparation.md). Both also use x264's
+``--tune fastdecode`` by default (``tune``; no CABAC, no deblocking filter): a
+clip decodes about a third faster for about a sixth more bytes. Each output
+records its settings in the mp4 ``comment`` tag (``recorded_settings``). Either way a
 rotated source (a phone video's display matrix) is written upright with no
 rotation left, its short side measured on the upright frame, and the
 output is written under a temporary name and renamed, an output that already
@@ -13,6 +23,7 @@ becomes a ``failed`` result with the reason instead of an exception.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -28,6 +39,18 @@ from video_gc.prep.probe import probe_video
 from video_gc.utils.video_io import VideoWriter, display_rotation, rotate_tag, upright, upright_size
 
 DEFAULT_SHORT_SIDE = 256
+# Most frames between two keyframes. Chosen with `tools/benchmark_data.py --train`: see
+# docs/performance.md#training-input-path for the time per clip and the size cost.
+DEFAULT_GOP = 32
+DEFAULT_CRF = 18
+# x264's tune for the outputs: fastdecode turns off CABAC and the deblocking filter, the two costliest
+# steps of decoding (measured: docs/data_preparation.md#decoding-speed---tune).
+DEFAULT_TUNE = "fastdecode"
+# x264's tunes; a job takes one of them or "none".
+TUNES = ("none", "fastdecode", "film", "animation", "grain", "stillimage", "psnr", "ssim", "zerolatency")
+# The mp4 tag each output carries its settings in, and the text the value starts with.
+SETTINGS_TAG = "comment"
+SETTINGS_PREFIX = "video_gc resize:"
 
 
 @dataclass(frozen=True)
@@ -37,8 +60,16 @@ class ResizeJob:
     short_side: int = DEFAULT_SHORT_SIDE
     start: float | None = None  # seconds; None = from the beginning
     end: float | None = None  # seconds; None = to the end
-    crf: int = 18
+    crf: int = DEFAULT_CRF
     backend: str = "auto"  # auto | ffmpeg | pyav
+    gop: int = DEFAULT_GOP  # most frames between two keyframes
+    tune: str = DEFAULT_TUNE  # x264 --tune, or "none"
+
+    def __post_init__(self):
+        if not isinstance(self.gop, int) or self.gop < 1:
+            raise ValueError(f"gop must be a whole number of frames >= 1, got {self.gop!r}")
+        if self.tune not in TUNES:
+            raise ValueError(f"tune must be one of {', '.join(TUNES)}, got {self.tune!r}")
 
 
 @dataclass
@@ -47,6 +78,40 @@ class ResizeResult:
     status: str  # written | skipped | missing | failed
     reason: str = ""
     frames: int = 0
+    other_gop: bool = False  # skipped, and the kept output has another (or no) recorded gop
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_exe() -> str | None:
+    """The ffmpeg CLI: ``ffmpeg`` on the PATH, else the binary of the imageio-ffmpeg package; None without either."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):  # not installed, or no binary for this platform
+        return None
+
+
+def settings_text(job: ResizeJob, backend: str) -> str:
+    """The value of the settings tag written into ``job``'s output."""
+    return (f"{SETTINGS_PREFIX} short_side={job.short_side} crf={job.crf} gop={job.gop} tune={job.tune} "
+            f"backend={backend}")
+
+
+def recorded_settings(path: str) -> dict:
+    """The settings the resizer recorded in ``path`` (numbers as ints); {} for a file it did not write."""
+    try:
+        with av.open(path) as container:
+            text = container.metadata.get(SETTINGS_TAG, "")
+    except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith(SETTINGS_PREFIX):
+        return {}
+    pairs = (item.split("=", 1) for item in text[len(SETTINGS_PREFIX):].split() if "=" in item)
+    return {key: int(value) if value.isdigit() else value for key, value in pairs}
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -88,7 +153,9 @@ def _resize_pyav(job: ResizeJob) -> int:
                     # The output is upright and carries no rotation: its size and short side are the upright frame's.
                     rotation = display_rotation(stream, frame)
                     width, height = output_size(*upright_size(frame.width, frame.height, rotation), job.short_side)
-                    writer = VideoWriter(job.output, width, height, fps=float(rate), crf=job.crf)
+                    writer = VideoWriter(job.output, width, height, fps=float(rate), crf=job.crf, gop=job.gop,
+                                         tune=None if job.tune == "none" else job.tune,
+                                         metadata={SETTINGS_TAG: settings_text(job, "pyav")})
                 if rotation:
                     # Scaled as stored (to the output size turned back), then turned upright.
                     stored_width, stored_height = upright_size(width, height, rotation)
@@ -110,7 +177,7 @@ def _resize_pyav(job: ResizeJob) -> int:
 
 
 def _resize_ffmpeg(job: ResizeJob) -> int:
-    """Same output with the ffmpeg CLI (accurate seek, even sizes via -2).
+    """Same output with the ffmpeg CLI (accurate seek, even sizes via -2, keyframes via -g).
 
     ffmpeg turns a display-matrix rotation upright before the scale filter and
     leaves none in the output (its default ``-autorotate``). A legacy ``rotate``
@@ -121,15 +188,16 @@ def _resize_ffmpeg(job: ResizeJob) -> int:
     tmp = f"{root}.partial{ext}"
     os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
     s = job.short_side
-    cmd = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
+    cmd = [ffmpeg_exe() or "ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
     if job.start:
         cmd += ["-ss", f"{job.start:.3f}"]
     cmd += ["-i", job.source]
     if job.end is not None:
         cmd += ["-t", f"{job.end - (job.start or 0.0):.3f}"]
     cmd += ["-map", "0:v:0", "-an", "-sn", "-dn", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(job.crf),
-            "-pix_fmt", "yuv420p", "-vf", f"scale='if(lt(iw,ih),{s},-2)':'if(lt(iw,ih),-2,{s})':flags=area",
-            "-movflags", "+faststart", "-f", "mp4", tmp]
+            "-g", str(job.gop), *(() if job.tune == "none" else ("-tune", job.tune)), "-pix_fmt", "yuv420p",
+            "-vf", f"scale='if(lt(iw,ih),{s},-2)':'if(lt(iw,ih),-2,{s})':flags=area",
+            "-metadata", f"{SETTINGS_TAG}={settings_text(job, 'ffmpeg')}", "-movflags", "+faststart", "-f", "mp4", tmp]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         if os.path.exists(tmp):
@@ -157,8 +225,16 @@ def _has_rotate_tag(path: str) -> bool:
 
 
 def resize_one(job: ResizeJob) -> ResizeResult:
-    """Run one job; never raises for a bad source (the result says why)."""
+    """Run one job; never raises for a bad source (the result says why).
+
+    An output that already decodes is kept, whatever it was written with; one whose
+    recorded gop is not the job's is flagged (``other_gop``) so that the summary says so.
+    """
     if probe_video(job.output, decode_all=False).ok:
+        recorded = recorded_settings(job.output).get("gop")
+        if recorded != job.gop:
+            kept = f"gop {recorded}" if recorded is not None else "no recorded gop"
+            return ResizeResult(job, "skipped", f"kept the existing output ({kept}, not {job.gop})", other_gop=True)
         return ResizeResult(job, "skipped")
     if not os.path.isfile(job.source):
         return ResizeResult(job, "missing", "source file not found")
@@ -166,7 +242,7 @@ def resize_one(job: ResizeJob) -> ResizeResult:
         return ResizeResult(job, "failed", "empty file (0 bytes)")
     backend = job.backend
     if backend == "auto":
-        backend = "ffmpeg" if shutil.which("ffmpeg") and not _has_rotate_tag(job.source) else "pyav"
+        backend = "ffmpeg" if ffmpeg_exe() and not _has_rotate_tag(job.source) else "pyav"
     try:
         frames = _resize_ffmpeg(job) if backend == "ffmpeg" else _resize_pyav(job)
     except (av.error.FFmpegError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as err:
@@ -177,8 +253,9 @@ def resize_one(job: ResizeJob) -> ResizeResult:
 
 def run_jobs(jobs: list[ResizeJob], workers: int = 1, desc: str = "resize") -> list[ResizeResult]:
     """Run every job (in ``workers`` processes, with a progress bar); results in job order."""
-    if any(job.backend == "ffmpeg" for job in jobs) and not shutil.which("ffmpeg"):
-        raise PrepError("--backend ffmpeg: no ffmpeg on the PATH (use --backend pyav or auto)")
+    if any(job.backend == "ffmpeg" for job in jobs) and not ffmpeg_exe():
+        raise PrepError("--backend ffmpeg: no ffmpeg on the PATH and no imageio-ffmpeg package "
+                        "(pip install -r requirements.txt, or use --backend pyav or auto)")
     outputs = [job.output for job in jobs]
     if len(set(outputs)) != len(outputs):
         dup = next(o for o in outputs if outputs.count(o) > 1)
@@ -187,26 +264,35 @@ def run_jobs(jobs: list[ResizeJob], workers: int = 1, desc: str = "resize") -> l
     return [by_output[job.output] for job in jobs]
 
 
+STATUSES = ("written", "skipped", "missing", "failed")
+
+
 def count_status(results: list[ResizeResult]) -> dict[str, int]:
-    counts = {"written": 0, "skipped": 0, "missing": 0, "failed": 0}
+    """Results per status, and ``other_gop``: the skipped ones kept with another keyframe interval."""
+    counts = dict.fromkeys(STATUSES, 0)
     for r in results:
         counts[r.status] += 1
+    counts["other_gop"] = sum(r.other_gop for r in results)
     return counts
 
 
 def describe_counts(counts: dict[str, int]) -> str:
     """One line; says "nothing to do" when every output was already there."""
-    total = sum(counts.values())
+    total = sum(counts[status] for status in STATUSES)
     if counts["written"] == 0 and counts["skipped"] + counts["missing"] + counts["failed"] == total:
         head = f"nothing to do: {counts['skipped']} of {total} outputs already exist and decode"
     else:
         head = f"{counts['written']} written, {counts['skipped']} already there"
-    return f"{head}; {counts['missing']} missing, {counts['failed']} failed"
+    line = f"{head}; {counts['missing']} missing, {counts['failed']} failed"
+    if counts.get("other_gop"):
+        line += (f"; {counts['other_gop']} of the existing outputs were written with another --gop "
+                 "(kept as they are: delete them to re-encode)")
+    return line
 
 
 def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DEFAULT_SHORT_SIDE,
                   workers: int = 1, report: str | None = None, backend: str = "auto",
-                  verbose: bool = True) -> dict:
+                  gop: int = DEFAULT_GOP, tune: str = DEFAULT_TUNE, crf: int = DEFAULT_CRF, verbose: bool = True) -> dict:
     """Resize a folder (recursively) or a list of files into ``output_dir`` as ``.mp4``.
 
     A folder keeps its sub-folder structure; a list of files is written flat by
@@ -222,8 +308,8 @@ def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DE
         if not sources:
             raise PrepError("no input videos given")
         rels = [os.path.basename(p) for p in sources]
-    jobs = [ResizeJob(src, os.path.join(output_dir, os.path.splitext(rel)[0] + ".mp4"), short_side, backend=backend)
-            for src, rel in zip(sources, rels)]
+    jobs = [ResizeJob(src, os.path.join(output_dir, os.path.splitext(rel)[0] + ".mp4"), short_side, backend=backend,
+                      gop=gop, tune=tune, crf=crf) for src, rel in zip(sources, rels)]
     start = time.time()
     results = run_jobs(jobs, workers=workers)
     counts = count_status(results)
@@ -231,11 +317,8 @@ def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DE
     write_report(report, ({"split": "", "item": os.path.relpath(r.job.output, output_dir), "source": r.job.source,
                            "status": r.status, "reason": r.reason}
                           for r in results if r.status in ("missing", "failed")))
-    summary = {**counts, "videos": len(jobs), "seconds": round(time.time() - start, 2), "report": report}
+    summary = {**counts, "videos": len(jobs), "gop": gop, "seconds": round(time.time() - start, 2), "report": report}
     if verbose:
-        print(f"resize to short side {short_side} in {output_dir}: {describe_counts(counts)} "
+        print(f"resize to short side {short_side}, gop {gop} in {output_dir}: {describe_counts(counts)} "
               f"({summary['seconds']} s); failures in {report}")
     return summary
-
-
-

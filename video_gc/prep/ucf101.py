@@ -20,7 +20,7 @@ import time
 from video_gc.prep.kinetics import format_summary
 from video_gc.data.lists import find_videos, read_text_lines, write_classids, write_list
 from video_gc.prep.lists import PrepError, write_report
-from video_gc.prep.resize import DEFAULT_SHORT_SIDE, ResizeJob, count_status, run_jobs
+from video_gc.prep.resize import DEFAULT_GOP, DEFAULT_SHORT_SIDE, ResizeJob, count_status, run_jobs
 
 SPLITS = (1, 2, 3)
 
@@ -72,7 +72,7 @@ def read_split_file(path: str, classes: dict[str, int], labelled: bool) -> list[
 
 
 def prepare_ucf101(root: str, splits_dir: str, output: str, short_side: int = DEFAULT_SHORT_SIDE,
-                   workers: int = 1, backend: str = "auto", verbose: bool = True) -> dict:
+                   workers: int = 1, backend: str = "auto", gop: int = DEFAULT_GOP, verbose: bool = True) -> dict:
     """Resize every video named by the split files and write the three splits' lists."""
     names = read_class_index(os.path.join(splits_dir, "classInd.txt"))
     classes = {name: i for i, name in enumerate(names)}
@@ -90,8 +90,8 @@ def prepare_ucf101(root: str, splits_dir: str, output: str, short_side: int = DE
 
     videos = sorted({rel for lists in split_entries.values() for entries in lists.values() for rel, _ in entries})
     outputs = {rel: f"videos/{os.path.splitext(rel)[0]}.mp4" for rel in videos}
-    jobs = [ResizeJob(os.path.join(root, rel), os.path.join(output, outputs[rel]), short_side, backend=backend)
-            for rel in videos]
+    jobs = [ResizeJob(os.path.join(root, rel), os.path.join(output, outputs[rel]), short_side, backend=backend,
+                      gop=gop) for rel in videos]
     start_time = time.time()
     results = dict(zip(videos, run_jobs(jobs, workers=workers, desc="ucf101")))
 
@@ -115,7 +115,7 @@ def prepare_ucf101(root: str, splits_dir: str, output: str, short_side: int = DE
     write_classids(os.path.join(output, "classids.json"), names)
     report = os.path.join(output, "report.csv")
     write_report(report, report_rows.values())
-    summary = {"output": output, "classes": len(names), "splits": per_split,
+    summary = {"output": output, "classes": len(names), "gop": gop, "splits": per_split,
                "videos": count_status(list(results.values())), "report": report,
                "seconds": round(time.time() - start_time, 2)}
     if verbose:

@@ -47,7 +47,8 @@ def safe_torch_load(path: str, map_location: Any = "cpu") -> Any:
             f"refused to load {path}: it needs more than plain tensors and containers to unpickle "
             f"(weights_only=True). Details: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as err:
+        # Bytes that are no zip archive reach the legacy unpickler, which fails in many ways.
         raise CheckpointError(
             f"cannot read checkpoint {path}: the file is truncated or corrupt ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'no detail'})"
@@ -141,25 +142,37 @@ def atomic_write_text(path: str, text: str) -> None:
 # ---------------------------------------------------------------------------
 # Lock file: one run per folder
 # ---------------------------------------------------------------------------
-def _read_holder(path: str) -> tuple[str, int] | None:
-    """(host, pid) written in a lock file; None when the file is gone."""
+def _job_id() -> str:
+    """The scheduler job this process belongs to (kept across a SLURM requeue and torchrun's
+    restarts), "-" when none."""
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID") or "-"
+
+
+def _holder_line() -> str:
+    return f"{socket.gethostname()} {os.getpid()} {_job_id()}\n"
+
+
+def _read_holder(path: str) -> tuple[str, int, str] | None:
+    """(host, pid, job) written in a lock file; None when the file is gone."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         return None
     try:
-        host, pid = text.split()
-        return host, int(pid)
-    except ValueError:
+        host, pid, *job = text.split()
+        return host, int(pid), job[0] if job else "-"
+    except (ValueError, IndexError):
         raise LockedError(f"{path} exists but does not name its holder (it holds {text[:80]!r}); if no run "
                           f"uses this folder, delete it") from None
 
 
-def _holder_alive(host: str, pid: int) -> bool:
-    """Whether the holder may still run: a process of another machine cannot be checked, so it may."""
+def _holder_alive(host: str, pid: int, job: str) -> bool:
+    """Whether the holder may still run. A process of another machine cannot be checked, so it
+    may, unless it belongs to this very job: an earlier attempt of a requeued or restarted job is
+    gone by the time the next one starts."""
     if host != socket.gethostname():
-        return True
+        return job == "-" or job != _job_id()
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -169,12 +182,12 @@ def _holder_alive(host: str, pid: int) -> bool:
     return True
 
 
-def _dead_holder(path: str) -> tuple[str, int] | None:
-    """The holder of the lock file ``path`` when it is a dead process of this host; None when the
-    file is gone; LockedError when the holder may still run or the file names none."""
+def _dead_holder(path: str) -> tuple[str, int, str] | None:
+    """The holder of the lock file ``path`` when it no longer runs; None when the file is gone;
+    LockedError when the holder may still run or the file names none."""
     holder = _read_holder(path)
     if holder is not None and _holder_alive(*holder):
-        host, pid = holder
+        host, pid, _ = holder
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(path)))
         raise LockedError(f"another run uses this OUTPUT_DIR: process {pid} on {host} holds {path} (since {since}). "
                           f"Wait for it to finish or choose another OUTPUT_DIR; if that process is not a video_gc "
@@ -182,34 +195,52 @@ def _dead_holder(path: str) -> tuple[str, int] | None:
     return holder
 
 
-def acquire_lock(path: str) -> str | None:
-    """Create the lock file ``path`` atomically (O_EXCL) holding this host and pid.
+def _create_exclusively(path: str, mine: str) -> None:
+    """Put the lock ``path`` in place with its content, FileExistsError when it exists. A hard link
+    of a file written in full means no reader ever sees it empty; a file system without hard
+    links gets an exclusive create instead."""
+    try:
+        os.link(mine, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_holder_line())
 
-    A lock left by a dead process of this host is taken over; the return value then describes
-    it (for a warning), else it is None. A lock whose holder may still run raises LockedError
+
+def acquire_lock(path: str) -> str | None:
+    """Create the lock file ``path`` atomically holding this host, pid and job.
+
+    A lock left by a dead process of this host, or by an earlier attempt of this job (SLURM
+    requeue, torchrun restart) on any host, is taken over; the return value then describes it
+    (for a warning), else it is None. A lock whose holder may still run raises LockedError
     naming it, as does one that names no holder: a lock is never taken over on a guess.
     """
     taken_over = None
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            dead = _dead_holder(path)
-            # Looked at twice, removed only if unchanged: a run that took it over meanwhile keeps it.
-            if dead is not None and _dead_holder(path) == dead:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-                taken_over = f"process {dead[1]} on {dead[0]}, no longer running"
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{socket.gethostname()} {os.getpid()}\n")
-        return taken_over
+    mine = f"{path}.{socket.gethostname()}.{os.getpid()}"
+    with open(mine, "w", encoding="utf-8") as f:
+        f.write(_holder_line())
+    try:
+        while True:
+            try:
+                _create_exclusively(path, mine)
+                return taken_over
+            except FileExistsError:
+                dead = _dead_holder(path)
+                # Looked at twice, removed only if unchanged: a run that took it over meanwhile keeps it.
+                if dead is not None and _dead_holder(path) == dead:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                    taken_over = f"process {dead[1]} on {dead[0]}, no longer running"
+    finally:
+        os.remove(mine)
 
 
 def release_lock(path: str) -> None:
     """Remove the lock file if this process holds it."""
     try:
-        mine = _read_holder(path) == (socket.gethostname(), os.getpid())
+        mine = (_read_holder(path) or ())[:2] == (socket.gethostname(), os.getpid())
     except LockedError:
         mine = False
     if mine:

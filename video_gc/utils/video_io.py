@@ -53,11 +53,14 @@ class VideoWriter:
     leaves a partial file at ``path``. Use it as a context manager; an exception
     inside the block discards the temporary file. ``deterministic`` turns off
     x264's macroblock-tree rate control, which otherwise makes repeated encodes of
-    the same frames differ now and then (seen on small frames).
+    the same frames differ now and then (seen on small frames). ``gop`` caps the frames
+    between two keyframes (x264 alone: 250, plus scene cuts); ``tune``: an x264 tune
+    (``fastdecode``: no CABAC, no deblocking filter); ``metadata``: container tags.
     """
 
     def __init__(self, path: str, width: int, height: int, fps: float = 30.0, codec: str = "libx264",
-                 crf: int = 18, preset: str = "veryfast", deterministic: bool = False):
+                 crf: int = 18, preset: str = "veryfast", deterministic: bool = False, gop: int | None = None,
+                 metadata: dict[str, str] | None = None, tune: str | None = None):
         if height % 2 or width % 2:
             raise ValueError(f"VideoWriter({path}): height and width must be even, got {height}x{width}")
         self.path = path
@@ -66,13 +69,16 @@ class VideoWriter:
         self.tmp_path = f"{root}.partial{ext}"
         self.frames = 0
         self._container = av.open(self.tmp_path, mode="w")
+        self._container.metadata.update(metadata or {})
         rate = Fraction(fps).limit_denominator(1001)
         self._time_base = Fraction(rate.denominator, rate.numerator)
         self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             self._stream.options = {"crf": str(crf), "preset": preset,
-                                    **({"x264-params": "mbtree=0"} if deterministic else {})}
+                                    **({"x264-params": "mbtree=0"} if deterministic else {}),
+                                    **({"g": str(gop)} if gop else {}),
+                                    **({"tune": tune} if tune else {})}
 
     def write(self, frame) -> None:
         """Append an RGB uint8 array (H, W, 3) or an ``av.VideoFrame`` of the writer's size."""
