@@ -257,3 +257,21 @@ def test_a_checkpoint_of_an_earlier_version_loads_with_its_own_na_form(tmp_path)
     torch.save(state, path)
     out = model_config_from_checkpoint(load_config(None), path)
     assert (out.CONTEXT.TYPE, out.CONTEXT.NA.STD_FORM, out.CONTEXT.GC.FUSION) == ("na", "biased", ["add"])
+
+
+def test_tools_name_the_preprocessing_keys_that_differ_from_the_checkpoints(tmp_path, caplog):
+    import logging
+
+    from video_gc.engine.common import warn_if_preprocessing_differs
+    from video_gc.models import build_model
+
+    trained = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "DATA.SAMPLING_RATE", "8"])
+    path = cu.save_checkpoint(str(tmp_path), 0, build_model(trained), cfg=trained)
+    with caplog.at_level(logging.WARNING, logger="video_gc"):
+        assert warn_if_preprocessing_differs(trained, path, "advice") == []
+        used = load_config(None, ["RESNET.WIDTH_PER_GROUP", "2", "DATA.SAMPLING_RATE", "4", "DATA.TEST_CROP_SIZE",
+                                  "224"])
+        differ = warn_if_preprocessing_differs(used, path, "pass the training config with --cfg")
+    assert differ == ["DATA.SAMPLING_RATE (config 4, checkpoint 8)", "DATA.TEST_CROP_SIZE (config 224, checkpoint 256)"]
+    assert f"other settings than {path} was trained with: DATA.SAMPLING_RATE" in caplog.text
+    assert caplog.text.count("pass the training config with --cfg") == 1

@@ -24,12 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from video_gc.config import get_key
 from video_gc.data.lists import DataListError, read_classids
-from video_gc.engine.common import flatten_config, load_test_weights, stored_config
+from video_gc.engine.common import load_test_weights, warn_if_preprocessing_differs
 from video_gc.engine.logger import get_logger
 from video_gc.models import build_model
-from video_gc.utils.io import CheckpointError, atomic_write_text
+from video_gc.utils.io import atomic_write_text
 
 logger = get_logger()
 
@@ -40,12 +39,6 @@ TOLERANCE = 1e-4
 TRACE_BATCH = 2
 DYNAMIC_CHECK_BATCHES = (1, 3)
 INPUT_NAME, OUTPUT_NAME = "clip", "logits"
-# What the clip fed to the model depends on; the sidecar records them, and a checkpoint
-# trained with other values gets a warning (they come from --cfg, not from the checkpoint).
-PREPROCESSING_KEYS = ("DATA.SAMPLING_RATE", "DATA.TARGET_FPS", "DATA.MEAN", "DATA.STD", "DATA.TEST_CROP_SIZE",
-                      "DATA.DECODING_SHORT_SIZE", "DATA.REVERSE_INPUT_CHANNEL")
-
-
 class ExportError(RuntimeError):
     """An export that cannot be kept; the message names the problem."""
 
@@ -92,7 +85,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: str, opset: int,
         raise ExportError(f"ONNX export failed: {err}") from err
 
 
-def _onnx_runner(path: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def onnx_runner(path: str) -> Callable[[torch.Tensor], torch.Tensor]:
     import onnx
     import onnxruntime as ort
 
@@ -210,7 +203,7 @@ def export_model(model: nn.Module, cfg, output: str, fmt: str, batch: Optional[i
         example = _clip(shape, batch or TRACE_BATCH, seed=0)
         if fmt == "onnx":
             _export_onnx(model, example, tmp, opset, dynamic=batch is None)
-            run = _onnx_runner(tmp)
+            run = onnx_runner(tmp)
         else:
             _export_torchscript(model, example, tmp)
             run = _torchscript_runner(tmp)
@@ -233,24 +226,11 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _warn_preprocessing_differs(cfg, checkpoint: str) -> None:
-    """The checkpoint's stored config (when it has one) trained on other clips than the sidecar will describe."""
-    try:
-        stored = dict(flatten_config(stored_config(checkpoint)))
-    except CheckpointError:
-        return  # loading the weights already vetted the file; a broken config is not this check's concern
-    differ = [f"{key} (config {get_key(cfg, key)!r}, checkpoint {stored[key]!r})"
-              for key in PREPROCESSING_KEYS if key in stored and stored[key] != get_key(cfg, key)]
-    if differ:
-        logger.warning("the sidecar describes the --cfg preprocessing, which differs from the checkpoint's "
-                       "training config in %s; pass the training config with --cfg", ", ".join(differ))
-
-
 def export_checkpoint(cfg, checkpoint: str, output: str, fmt: str, batch: Optional[int] = None,
                       opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE) -> ExportResult:
     """Build ``cfg``'s model, load ``checkpoint`` strictly (any format TEST.CHECKPOINT_TYPE reads), export it."""
     model = build_model(cfg)
     load_test_weights(cfg, model, checkpoint)
-    _warn_preprocessing_differs(cfg, checkpoint)
+    warn_if_preprocessing_differs(cfg, checkpoint, "the sidecar describes --cfg's; pass the training config with --cfg")
     extra = {"checkpoint": {"path": os.path.abspath(checkpoint), "sha256": file_sha256(checkpoint)}}
     return export_model(model, cfg, output, fmt, batch=batch, opset=opset, tolerance=tolerance, extra=extra)

@@ -248,7 +248,7 @@ def onnxruntime_runner(model: nn.Module, cfg, *, crop: int, frames: int,
         import onnxruntime
     except ImportError as err:
         return None, {"skipped": f"{err.name} is not installed; it is pinned in requirements.txt"}
-    from video_gc.export import DEFAULT_OPSET, _onnx_runner, export_model
+    from video_gc.export import DEFAULT_OPSET, onnx_runner, export_model
 
     export_cfg = cfg.clone()
     export_cfg.defrost()
@@ -256,7 +256,7 @@ def onnxruntime_runner(model: nn.Module, cfg, *, crop: int, frames: int,
     export_cfg.DATA.PATH_TO_DATA_DIR = ""  # no class names in the throw-away sidecar
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_model(model, export_cfg, os.path.join(tmp, "model.onnx"), "onnx", opset=DEFAULT_OPSET)
-        run = _onnx_runner(exported.path)  # the session holds the graph; the file can go
+        run = onnx_runner(exported.path)  # the session holds the graph; the file can go
     facts = {"version": onnxruntime.__version__, "provider": "CPUExecutionProvider",
              "threads": torch.get_num_threads(), "opset": DEFAULT_OPSET,
              "export_max_abs_diff": {str(b): d for b, d in exported.max_abs_diff.items()}}

@@ -201,3 +201,25 @@ def class_names(cfg) -> list[str]:
                            path, len(names), cfg.MODEL.NUM_CLASSES)
         names = [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
     return names
+
+
+# What the clip fed to a model depends on. They come from the run's config, not the checkpoint's:
+# a tool reading clips with other values than the weights were trained with says so.
+PREPROCESSING_KEYS = ("DATA.SAMPLING_RATE", "DATA.TARGET_FPS", "DATA.MEAN", "DATA.STD", "DATA.TEST_CROP_SIZE",
+                      "DATA.DECODING_SHORT_SIZE", "DATA.REVERSE_INPUT_CHANNEL")
+
+
+def warn_if_preprocessing_differs(cfg, checkpoint: str, advice: str) -> list[str]:
+    """Warn (and return the differences) when the checkpoint's stored config trained on other clips
+    than ``cfg`` makes; ``advice`` ends the warning."""
+    try:
+        stored = dict(flatten_config(stored_config(checkpoint)))
+    except CheckpointError:
+        return []  # loading the weights already vetted the file; a broken config is not this check's concern
+    differ = [f"{key} (config {get_key(cfg, key)!r}, checkpoint {stored[key]!r})"
+              for key in PREPROCESSING_KEYS if key in stored and stored[key] != get_key(cfg, key)]
+    if differ:
+        get_logger().warning("clips are read with other settings than %s was trained with: %s; %s", checkpoint,
+                             ", ".join(differ), advice)
+    return differ
+

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as du
 from .common import (EngineError, class_names, load_test_weights, model_config_from_checkpoint, prepare_model,
-                     resolve_test_checkpoint)
+                     resolve_test_checkpoint, warn_if_preprocessing_differs)
 from .logger import get_logger, progress
 from .meters import ensemble_views
 from video_gc.inference import prepare_for_inference
@@ -127,6 +127,8 @@ def load_trained_model(cfg, weights: str, opts: Sequence[str], dist_info: du.Dis
     cfg = model_config_from_checkpoint(cfg, weights, opts)
     model = prepare_model(cfg, dist_info)
     load_test_weights(cfg, model, weights)
+    if dist_info.is_master:
+        warn_if_preprocessing_differs(cfg, weights, "pass the training config with --cfg")
     return cfg, model
 
 
