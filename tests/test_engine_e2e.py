@@ -287,3 +287,28 @@ def test_demo_pipeline_tiny(tmp_path, capsys):
     losses = [r["loss"] for r in _stats(tmp_path / "demo" / "run", "train_epoch")]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert any("time-reversed" in line or "direction of time" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_uint8_batches_normalised_on_the_device_train_to_the_same_weights(tiny_data, tmp_path):
+    """DATA.NORMALIZE_ON_DEVICE: train clips cross over as uint8 and are normalised by the step (the
+    CUDA default, forced here on the CPU), with the arithmetic of the loader workers' path."""
+    from video_gc.data import construct_loader
+    from video_gc.data.transforms import normalize_batch
+
+    cfg = load_config(CFG, tiny_opts(tiny_data, tmp_path / "x", "DATA.MEAN", "[0.4, 0.5, 0.6]",
+                                     "DATA.STD", "[0.2, 0.25, 0.3]"))
+    floats = next(iter(construct_loader(cfg, "train")))["inputs"]
+    uint8 = next(iter(construct_loader(cfg, "train", uint8_clips=True)))["inputs"]
+    assert uint8.dtype == torch.uint8 and floats.dtype == torch.float32
+    assert torch.equal(normalize_batch(uint8, cfg.DATA.MEAN, cfg.DATA.STD), floats)
+
+    runs = {}
+    for mode in ("always", "never"):
+        out = tmp_path / mode
+        assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, out, "SOLVER.MAX_EPOCH", "1", "TEST.ENABLE",
+                                                           "False", "DATA.NORMALIZE_ON_DEVICE", mode,
+                                                           "BN.USE_PRECISE_STATS", "True")]) == 0
+        runs[mode] = cu.read_checkpoint(str(out / "checkpoints" / "checkpoint_epoch_00001.pyth"))["model_state"]
+    for key, value in runs["never"].items():
+        assert torch.equal(runs["always"][key], value), key

@@ -199,6 +199,11 @@ def test_tune_fastdecode_by_default_is_recorded_and_in_the_stream(tmp_path, back
     assert frame_levels(tmp_path / "fast.mp4") == pytest.approx(frame_levels(src), abs=2)
     with pytest.raises(ValueError, match="tune must be one of none, fastdecode, .*, got 'fast'"):
         ResizeJob(src, str(tmp_path / "x.mp4"), tune="fast")
+    # the folder resizer passes both on
+    resize_videos([src], str(tmp_path / "folder"), short_side=32, backend=backend, tune="none", crf=23, verbose=False)
+    assert recorded_settings(str(tmp_path / "folder" / "in.mp4")) == {"short_side": 32, "crf": 23, "gop": DEFAULT_GOP,
+                                                                      "tune": "none", "backend": backend}
+    assert x264_options(tmp_path / "folder" / "in.mp4")["crf"].startswith("23.0")
 
 
 def test_rerun_with_another_gop_keeps_the_outputs_and_says_so(tmp_path, capsys):

@@ -40,6 +40,7 @@ CHOICES = {
     "RESNET.TRANS_FUNC": ("bottleneck_transform",),
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
     "DATA.FORMAT": ("video", "frames"),
+    "DATA.NORMALIZE_ON_DEVICE": ("auto", "always", "never"),
     "DATA.ENSEMBLE_METHOD": ("sum", "max"),
     "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
     "SOLVER.OPTIMIZING_METHOD": ("sgd", "adam", "adamw"),

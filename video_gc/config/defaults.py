@@ -220,8 +220,12 @@ _C.DATA.TRAIN_JITTER_FPS = 0.0
 # decord | pyav
 _C.DATA.DECODING_BACKEND = "decord"
 # video_gc: what the lists point at: "video" files (decoded by DECODING_BACKEND) or "frames", the
-# JPEG frame-store files of data_prep/make_frame_store.py (a few ms of CPU per clip, several times the disk).
+# JPEG frame-store files of data_prep/make_frame_store.py (several times less CPU per clip, 6-12x the disk).
 _C.DATA.FORMAT = "video"
+# video_gc: where train clips are normalised. "auto": on the GPU when training on CUDA (batches cross
+# over as uint8, a quarter of the bytes, and the loader workers skip the float pass), in the loader
+# workers otherwise; "always" / "never" force one place (same numbers either way).
+_C.DATA.NORMALIZE_ON_DEVICE = "auto"
 # Read by the dataset: > 0 resizes decoded frames (up or down) to this short side before the
 # train jitter / test resize; <= 0 is off. Off by default: PySlowFast's default is 256, but its
 # Kinetics loader never reads the key, so off is what PySlowFast does.

@@ -72,6 +72,8 @@ class VideoDataset(Dataset):
         # Shared with forked or spawned loader workers: persistent workers see every set_epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.num_samples = cfg.AUG.NUM_SAMPLE if split == "train" else 1
+        # Train clips left uint8 for the model's device to normalise (construct_loader sets it).
+        self.uint8_clips = False
         self.num_frames = data.NUM_FRAMES
         self.sampling_rate = data.SAMPLING_RATE
         self.target_fps = data.TARGET_FPS
@@ -141,9 +143,15 @@ class VideoDataset(Dataset):
             frames = self.read_frames(decoder, needed)
         finally:
             decoder.close()
-        clips = torch.empty((self.num_samples, 3, self.num_frames, self.train_crop, self.train_crop))
+        shape = (self.num_samples, 3, self.num_frames, self.train_crop, self.train_crop)
+        clips = torch.empty(shape, dtype=torch.uint8 if self.uint8_clips else torch.float32)
         for k, rows in enumerate(position):
-            T.normalize(self._augment(frames[rows], generator), self.mean, self.std, out=clips[k])
+            every_frame_once = len(rows) == len(frames) and bool((rows == torch.arange(len(rows))).all())
+            clip = self._augment(frames if every_frame_once else frames[rows], generator)  # no copy when it is one
+            if self.uint8_clips:
+                clips[k].copy_(clip.permute(1, 0, 2, 3))
+            else:
+                T.normalize(clip, self.mean, self.std, out=clips[k])
         return clips[0] if self.num_samples == 1 else clips
 
     def _augment(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -146,9 +146,17 @@ class VideoLoader(DataLoader):
             logger.warning("%s: %s", what, path)
 
 
-def construct_loader(cfg, split: str, *, pad_eval: bool = False) -> VideoLoader:
-    """DataLoader for ``split``; under torch.distributed each rank gets its shard."""
+def normalizes_on_device(cfg, device: torch.device) -> bool:
+    """Whether train batches cross over as uint8 for ``device`` to normalise (DATA.NORMALIZE_ON_DEVICE)."""
+    mode = cfg.DATA.NORMALIZE_ON_DEVICE
+    return mode == "always" or (mode == "auto" and device.type == "cuda")
+
+
+def construct_loader(cfg, split: str, *, pad_eval: bool = False, uint8_clips: bool = False) -> VideoLoader:
+    """DataLoader for ``split``; under torch.distributed each rank gets its shard. With
+    ``uint8_clips`` a train batch's inputs stay uint8 (see :func:`normalizes_on_device`)."""
     dataset = build_dataset(cfg, split)
+    dataset.uint8_clips = uint8_clips and split == "train"
     world_size, rank = _world()
     if split == "train":
         batch_size = per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world_size, "TRAIN.BATCH_SIZE")

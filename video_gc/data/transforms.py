@@ -35,6 +35,14 @@ def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
     return F.resize(video, [size], antialias=True)
 
 
+def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 [B, 3, T, H, W] -> float on the same device, by :func:`normalize`'s arithmetic (so the
+    same numbers): what a training step does with batches that crossed over as uint8."""
+    out = batch.float()
+    F.normalize(out.transpose(1, 2), mean=[255.0 * m for m in mean], std=[255.0 * s for s in std], inplace=True)
+    return out
+
+
 def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float],
               out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 [T, 3, H, W] -> float [3, T, H, W] holding ``(x / 255 - mean) / std``.

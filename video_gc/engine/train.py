@@ -28,6 +28,7 @@ from . import checkpoint as cu
 from . import distributed as du
 from .common import EngineError, prepare_model
 from video_gc.utils.io import CheckpointError
+from video_gc.data.transforms import normalize_batch
 from video_gc.models.layout import autocast_context
 from .logger import StatsWriter, get_logger, peak_memory_mb, progress, read_stats, save_run_config
 from .freeze import set_frozen_modes
@@ -94,6 +95,13 @@ def _check_finite_parameters(model: nn.Module, epoch: int) -> None:
 # ---------------------------------------------------------------------------
 # One epoch
 # ---------------------------------------------------------------------------
+def batch_inputs(cfg, batch: dict, device: torch.device) -> torch.Tensor:
+    """The batch's clips on ``device`` as normalised floats; uint8 clips (DATA.NORMALIZE_ON_DEVICE)
+    cross over as they are, a quarter of the bytes, and are normalised there."""
+    inputs = batch["inputs"].to(device, non_blocking=True)
+    return normalize_batch(inputs, cfg.DATA.MEAN, cfg.DATA.STD) if inputs.dtype == torch.uint8 else inputs
+
+
 class RollingCheckpoint:
     """When to write checkpoint_latest.pyth: every PERIOD_MINUTES of wall-clock time (timed on
     rank 0, whose vote every rank follows) and every PERIOD_ITERS iterations."""
@@ -156,7 +164,7 @@ def train_epoch(cfg, *, loader, model, optimizer, scaler, epoch: int, device, dt
         compute_timer = Timer()
         lr = get_lr_at_epoch(cfg, epoch + it / iters)
         set_lr(optimizer, lr)
-        inputs = batch["inputs"].to(device, non_blocking=True)
+        inputs = batch_inputs(cfg, batch, device)
         labels = batch["labels"].to(device, non_blocking=True)
         inputs, targets = objective.prepare(inputs, labels)  # soft targets, mixup / cutmix
 
@@ -280,7 +288,7 @@ def precise_bn(cfg, *, loader, model: nn.Module, device) -> None:
     if not get_bn_modules(model):
         return
     num = min(cfg.BN.NUM_BATCHES_PRECISE, len(loader))
-    inputs = (batch["inputs"].to(device, non_blocking=True) for batch in loader)
+    inputs = (batch_inputs(cfg, batch, device) for batch in loader)
     with torch.no_grad():
         update_bn_stats(model, inputs, num)
     logger.info("precise BN: statistics recomputed over %d batches", num)
@@ -458,6 +466,7 @@ def train(cfg, dist_info: du.DistInfo) -> dict:
     ``last_checkpoint`` (on every rank) is the last file this run wrote, None if it wrote none.
     """
     from video_gc.data import construct_loader, shuffle_loader
+    from video_gc.data.loader import normalizes_on_device
 
     seed_everything(cfg.RNG_SEED)
     device = dist_info.device
@@ -474,7 +483,7 @@ def train(cfg, dist_info: du.DistInfo) -> dict:
         save_run_config(cfg)
     model = wrap_ddp(model, dist_info)
 
-    train_loader = construct_loader(cfg, "train")
+    train_loader = construct_loader(cfg, "train", uint8_clips=normalizes_on_device(cfg, device))
     val_loader = construct_loader(cfg, "val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
     tb_dir = (cfg.TENSORBOARD.LOG_DIR or os.path.join(cfg.OUTPUT_DIR, "tensorboard")) if cfg.TENSORBOARD.ENABLE else None
     stats = StatsWriter(cfg.OUTPUT_DIR, enabled=dist_info.is_master, tensorboard_dir=tb_dir)

@@ -12,7 +12,7 @@ decoded from the keyframe before its first frame, so the default 32 makes a
 random clip about a fifth cheaper to read than x264's interval, for about an
 eighth more bytes (measured: docs/data_preparation.md). Both also use x264's
 ``--tune fastdecode`` by default (``tune``; no CABAC, no deblocking filter): a
-clip decodes about a third faster for about a sixth more bytes. Each output
+clip takes 16-42% less CPU to decode, for 17-19% more bytes. Each output
 records its settings in the mp4 ``comment`` tag (``recorded_settings``). Either way a
 rotated source (a phone video's display matrix) is written upright with no
 rotation left, its short side measured on the upright frame, and the
@@ -44,7 +44,7 @@ DEFAULT_SHORT_SIDE = 256
 DEFAULT_GOP = 32
 DEFAULT_CRF = 18
 # x264's tune for the outputs: fastdecode turns off CABAC and the deblocking filter, the two costliest
-# steps of decoding (measured: docs/data_preparation.md#decoding-speed---tune).
+# steps of decoding (measured: docs/data_preparation.md#decoding-speed-tune-fastdecode).
 DEFAULT_TUNE = "fastdecode"
 # x264's tunes; a job takes one of them or "none".
 TUNES = ("none", "fastdecode", "film", "animation", "grain", "stillimage", "psnr", "ssim", "zerolatency")
@@ -292,7 +292,8 @@ def describe_counts(counts: dict[str, int]) -> str:
 
 def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DEFAULT_SHORT_SIDE,
                   workers: int = 1, report: str | None = None, backend: str = "auto",
-                  gop: int = DEFAULT_GOP, tune: str = DEFAULT_TUNE, crf: int = DEFAULT_CRF, verbose: bool = True) -> dict:
+                  gop: int = DEFAULT_GOP, tune: str = DEFAULT_TUNE, crf: int = DEFAULT_CRF,
+                  verbose: bool = True) -> dict:
     """Resize a folder (recursively) or a list of files into ``output_dir`` as ``.mp4``.
 
     A folder keeps its sub-folder structure; a list of files is written flat by
