@@ -239,19 +239,8 @@ class Row:
 
 
 def train_augment(dataset: VideoDataset, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The train split's steps after decoding (as ``VideoDataset`` applies them), on uint8 [T, H, W, 3]."""
-    video = T.to_tchw(frames)
-    if dataset.decoding_short_size > 0:
-        video = T.resize_short_side(video, dataset.decoding_short_size)
-    if dataset.area_range:
-        video = T.random_area_crop(video, area_range=dataset.area_range, aspect_range=dataset.aspect_range,
-                                   crop_size=dataset.train_crop, generator=generator)
-    else:
-        video = T.random_short_side_crop(video, jitter_scales=dataset.jitter_scales, crop_size=dataset.train_crop,
-                                         generator=generator, inverse_uniform=dataset.inverse_uniform)
-    if dataset.random_flip:
-        video = T.random_hflip(video, generator)
-    return T.normalize(video, dataset.mean, dataset.std)
+    """The train split's steps after decoding, by ``VideoDataset``'s own code, on uint8 [T, H, W, 3]."""
+    return T.normalize(dataset.augment(dataset.decoded_frames(frames), generator), dataset.mean, dataset.std)
 
 
 def _item(inputs: torch.Tensor, index: int) -> dict:

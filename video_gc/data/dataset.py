@@ -118,7 +118,11 @@ class VideoDataset(Dataset):
     def read_frames(self, decoder, frame_ids) -> torch.Tensor:
         """Decoded frames as uint8 [T, 3, H, W], resized (up or down) to short side
         DECODING_SHORT_SIZE when that is > 0, before any augmentation or test resize."""
-        video = T.to_tchw(decoder.get_frames(frame_ids))
+        return self.decoded_frames(decoder.get_frames(frame_ids))
+
+    def decoded_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """:meth:`read_frames` for frames a decoder returned (uint8 [T, H, W, 3])."""
+        video = T.to_tchw(frames)
         if self.decoding_short_size > 0:
             video = T.resize_short_side(video, self.decoding_short_size)
         return video
@@ -147,14 +151,14 @@ class VideoDataset(Dataset):
         clips = torch.empty(shape, dtype=torch.uint8 if self.uint8_clips else torch.float32)
         for k, rows in enumerate(position):
             every_frame_once = len(rows) == len(frames) and bool((rows == torch.arange(len(rows))).all())
-            clip = self._augment(frames if every_frame_once else frames[rows], generator)  # no copy when it is one
+            clip = self.augment(frames if every_frame_once else frames[rows], generator)  # no copy when it is one
             if self.uint8_clips:
                 clips[k].copy_(clip.permute(1, 0, 2, 3))
             else:
                 T.normalize(clip, self.mean, self.std, out=clips[k])
         return clips[0] if self.num_samples == 1 else clips
 
-    def _augment(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def augment(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Train jitter, crop and flip of one uint8 [T, 3, H, W] clip."""
         if self.area_range:
             video = T.random_area_crop(video, area_range=self.area_range, aspect_range=self.aspect_range,
