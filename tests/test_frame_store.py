@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as Fn
 
-from video_gc.config import ConfigError, get_cfg, load_config
+from test_data_pipeline import small_cfg
+from video_gc.config import ConfigError, load_config
 from video_gc.data import build_dataset, construct_loader, open_video, shuffle_loader
 from video_gc.data.dataset import item_generator
 from video_gc.data.decoder import FRAME_STORE_HEADER, FRAME_STORE_INDEX
@@ -31,23 +32,10 @@ MEAN, STD = 0.45, 0.225
 
 
 def _cfg(data_dir, **overrides):
-    cfg = get_cfg()
-    cfg.DATA.PATH_TO_DATA_DIR = str(data_dir)
-    cfg.MODEL.NUM_CLASSES = 3
     # 64-pixel crops of the 64x96 frames keep every band of the frame index whole.
-    cfg.DATA.TRAIN_JITTER_SCALES = [64, 64]
-    cfg.DATA.TRAIN_CROP_SIZE = 64
-    cfg.DATA.TEST_CROP_SIZE = 64
-    cfg.TEST.NUM_ENSEMBLE_VIEWS = 3
-    cfg.TEST.NUM_SPATIAL_CROPS = 3
-    cfg.TRAIN.BATCH_SIZE = 2
-    cfg.TEST.BATCH_SIZE = 2
-    cfg.DATA_LOADER.NUM_WORKERS = 0
-    cfg.DATA_LOADER.PIN_MEMORY = False
-    for key, value in overrides.items():
-        section, leaf = key.split(".")
-        cfg[section][leaf] = value
-    return cfg
+    return small_cfg(data_dir, **{"DATA.TRAIN_JITTER_SCALES": [64, 64], "DATA.TRAIN_CROP_SIZE": 64,
+                                  "DATA.TEST_CROP_SIZE": 64, "TEST.NUM_ENSEMBLE_VIEWS": 3, "TRAIN.BATCH_SIZE": 2,
+                                  "TEST.BATCH_SIZE": 2, **overrides})
 
 
 def _pixels(inputs):
