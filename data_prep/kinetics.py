@@ -2,7 +2,7 @@
 
 import sys
 
-from video_gc.prep.cli import add_resize_options, make_parser, run
+from video_gc.prep.cli import add_resize_options, encoding, make_parser, run
 from video_gc.prep.kinetics import prepare_kinetics
 
 EXAMPLE = """example:
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     return run(lambda: prepare_kinetics(args.annotations, args.videos, args.output, short_side=args.short_side,
                                         workers=args.workers, classids=args.classids, backend=args.backend,
-                                        gop=args.gop))
+                                        **encoding(args)))
 
 
 if __name__ == "__main__":

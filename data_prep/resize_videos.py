@@ -3,7 +3,7 @@
 import os
 import sys
 
-from video_gc.prep.cli import add_resize_options, make_parser, run
+from video_gc.prep.cli import add_resize_options, encoding, make_parser, run
 from video_gc.data.lists import read_text_lines
 from video_gc.prep.resize import resize_videos
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     def step():
         inputs = [line for _, line in read_text_lines(args.input)] if os.path.isfile(args.input) else args.input
         resize_videos(inputs, args.output, short_side=args.short_side, workers=args.workers, report=args.report,
-                      backend=args.backend, gop=args.gop)
+                      backend=args.backend, **encoding(args))
 
     return run(step)
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from video_gc.prep.cli import add_resize_options, make_parser, run
+from video_gc.prep.cli import add_resize_options, encoding, make_parser, run
 from video_gc.prep.ucf101 import prepare_ucf101
 
 EXAMPLE = """example:
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     add_resize_options(parser)
     args = parser.parse_args(argv)
     return run(lambda: prepare_ucf101(args.root, args.splits, args.output, short_side=args.short_side,
-                                      workers=args.workers, backend=args.backend, gop=args.gop))
+                                      workers=args.workers, backend=args.backend, **encoding(args)))
 
 
 if __name__ == "__main__":

@@ -227,17 +227,18 @@ def test_rerun_with_another_gop_keeps_the_outputs_and_says_so(tmp_path, capsys):
     assert reasons == ["kept the existing output (gop 5, not 10)", "kept the existing output (no recorded gop, not 10)"]
 
 
-def test_scripts_pass_gop_to_every_resize(tmp_path, capsys):
+def test_scripts_pass_gop_tune_and_crf_to_every_resize(tmp_path, capsys):
     ramp_video(tmp_path / "raw" / "aaaaaaaaa01_000000_000010.mp4", num_frames=20)
     (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n"
                                         "abseiling,aaaaaaaaa01,0,10,train\n")
     kinetics = tmp_path / "kinetics"
     assert script_main("kinetics")(["--annotations", str(tmp_path / "train.csv"), "--videos", str(tmp_path / "raw"),
                                     "--output", str(kinetics), "--short-side", "32", "--workers", "1",
-                                    "--gop", "3"]) == 0
+                                    "--gop", "3", "--tune", "none", "--crf", "30"]) == 0
     assert "videos (gop 3): 1 written" in capsys.readouterr().out
     written = kinetics / "videos" / "abseiling" / "aaaaaaaaa01_000000_000010.mp4"
-    assert recorded_settings(str(written))["gop"] == 3 and max_keyframe_gap(written) <= 3
+    recorded = recorded_settings(str(written))
+    assert (recorded["gop"], recorded["tune"], recorded["crf"]) == (3, "none", 30) and max_keyframe_gap(written) <= 3
 
     root, lists = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
     ramp_video(root / "Archery" / "v_Archery_g01_c01.avi", num_frames=20)
@@ -250,12 +251,14 @@ def test_scripts_pass_gop_to_every_resize(tmp_path, capsys):
     assert script_main("ucf101")(["--root", str(root), "--splits", str(lists), "--output", str(ucf),
                                   "--short-side", "32", "--workers", "1", "--gop", "4"]) == 0
     for name in ("v_Archery_g01_c01.mp4", "v_Archery_g02_c01.mp4"):
-        assert recorded_settings(str(ucf / "videos" / "Archery" / name))["gop"] == 4
+        recorded = recorded_settings(str(ucf / "videos" / "Archery" / name))
+        assert (recorded["gop"], recorded["tune"], recorded["crf"]) == (4, "fastdecode", 18)
 
     plain = tmp_path / "plain"
     assert script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--short-side", "32",
-                                         "--workers", "1", "--gop", "7"]) == 0
-    assert recorded_settings(str(plain / "Archery" / "v_Archery_g01_c01.mp4"))["gop"] == 7
+                                         "--workers", "1", "--gop", "7", "--tune", "film", "--crf", "23"]) == 0
+    recorded = recorded_settings(str(plain / "Archery" / "v_Archery_g01_c01.mp4"))
+    assert (recorded["gop"], recorded["tune"], recorded["crf"]) == (7, "film", 23)
     assert script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--short-side", "32",
                                          "--workers", "1"]) == 0
     assert "2 of the existing outputs were written with another --gop" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from typing import Callable
 
 from video_gc.data.lists import DataListError
 from video_gc.prep.lists import PrepError
-from video_gc.prep.resize import DEFAULT_GOP
+from video_gc.prep.resize import DEFAULT_CRF, DEFAULT_GOP, DEFAULT_TUNE, TUNES
 
 
 def make_parser(description: str, example: str) -> argparse.ArgumentParser:
@@ -34,9 +34,19 @@ def add_resize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gop", type=_frames, default=DEFAULT_GOP,
                         help=f"a keyframe at least every GOP frames (default {DEFAULT_GOP}): random training clips "
                              "decode from the keyframe before them, so short is fast; files grow a few percent"),
+    parser.add_argument("--tune", choices=TUNES, default=DEFAULT_TUNE,
+                        help=f"x264 --tune (default {DEFAULT_TUNE}: no CABAC or deblocking, about a third less CPU "
+                             "to decode a clip for a sixth more bytes); none for x264's plain settings")
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF,
+                        help=f"x264 quality, lower is better and bigger (default {DEFAULT_CRF})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--backend", choices=("auto", "ffmpeg", "pyav"), default="auto",
                         help="auto = the ffmpeg CLI (on the PATH, else imageio-ffmpeg's), else PyAV")
+
+
+def encoding(args: argparse.Namespace) -> dict:
+    """The encoder settings of :func:`add_resize_options`, as keyword arguments of the prep functions."""
+    return {"gop": args.gop, "tune": args.tune, "crf": args.crf}
 
 
 def run(step: Callable[[], object]) -> int:
