@@ -175,6 +175,8 @@ def test_mixup_and_freezing_keys_are_validated():
         ("TRAIN.FREEZE_UP_TO", "res6"): "allowed values: none, stem, res2, res3, res4, res5",
         ("BN.FREEZE_PARTIAL", "True"): "BN.FREEZE_PARTIAL / BN.FREEZE_AFFINE: set with BN.FREEZE False",
         ("BN.FREEZE", "True", "BN.USE_PRECISE_STATS", "True"): "would recompute the frozen BN statistics",
+        ("BN.FREEZE", "True", "BN.FREEZE_PARTIAL", "True", "TRAIN.FREEZE_UP_TO", "stem"):
+            "freezes the stem's BN it would keep training",
     }
     for opts, message in bad.items():
         with pytest.raises(ConfigError, match=message):
@@ -373,7 +375,7 @@ def test_fine_tune_from_a_checkpoint_with_another_class_count(tiny_data, tmp_pat
     out = tmp_path / "finetune"
     opts = tiny_opts(tiny_data, out, "TRAIN.CHECKPOINT_FILE_PATH", source, "TRAIN.CHECKPOINT_TYPE", "auto",
                      "TRAIN.CHECKPOINT_EPOCH_RESET", "True", "TRAIN.FREEZE_UP_TO", "res2", "BN.FREEZE", "True",
-                     "BN.FREEZE_PARTIAL", "True", "SOLVER.OPTIMIZING_METHOD", "adamw", "SOLVER.BASE_LR", "0.001",
+                     "SOLVER.OPTIMIZING_METHOD", "adamw", "SOLVER.BASE_LR", "0.001",
                      "SOLVER.HEAD_LR_MULT", "10", "MODEL.LOSS_FUNC", "soft_cross_entropy", "MIXUP.ENABLE", "True",
                      "SOLVER.MAX_EPOCH", "1", "TEST.ENABLE", "False")
     assert run_net(["--cfg", CFG, "--opts", *opts]) == 0
@@ -388,7 +390,7 @@ def test_fine_tune_from_a_checkpoint_with_another_class_count(tiny_data, tmp_pat
     for key, value in weights.items():
         if key.startswith("head."):
             continue
-        # Frozen: the stem and res2 whole, and every BN layer (statistics and affine) but the stem's.
+        # Frozen: the stem and res2 whole, and every BN layer (statistics and affine).
         frozen = key.startswith(("stem.", "res2.")) or key.rsplit(".", 1)[0] in bn_layers
         assert torch.equal(value, start[key]) == frozen, key
     groups = state["optimizer_state"]["param_groups"]

@@ -145,3 +145,40 @@ def test_sliding_windows_over_a_video_of_known_duration(run_args, tmp_path, caps
                         checkpoint=run_args["ckpt"], opts=run_args["opts"]) == EXIT_CONFIG
     assert "error: --window 0.2 s is shorter than one clip (0.266667 s" in capsys.readouterr().err
     assert not (tmp_path / "short.csv").exists()
+
+
+def test_frame_stores_are_predicted_and_their_features_extracted(run_args, setup, tmp_path):
+    """With DATA.FORMAT frames, a folder of frame stores, one store, a store's windows and feature
+    extraction all read the stores; the scores are the source videos' up to JPEG error."""
+    from video_gc.features import EXIT_OK as FEATURES_OK
+    from video_gc.features import load_features, main_extract
+    from video_gc.prep.frame_store import make_frame_store
+
+    sources = _write_videos(str(tmp_path / "src" / "videos"), 2, seed=4)
+    (tmp_path / "src" / "all.csv").write_text("".join(f"{p} 0\n" for p in sources))
+    make_frame_store([str(tmp_path / "src" / "all.csv")], str(tmp_path / "stores"), verbose=False)
+    stores = sorted(str(p) for p in (tmp_path / "stores").rglob("*.frames"))
+    assert len(stores) == 2
+    frames = run_args["opts"] + ["DATA.FORMAT", "frames"]
+
+    out = tmp_path / "pred.csv"
+    assert main_predict(run_args["cfg"], videos=str(tmp_path / "stores"), output=str(out),
+                        checkpoint=run_args["ckpt"], opts=frames) == EXIT_OK
+    rows = _read_csv(out)[1:]
+    assert [row[0] for row in rows] == stores
+    cfg = load_config(run_args["cfg"], run_args["opts"])
+    for row, source in zip(rows, sources):
+        video = predict_video(cfg, source, checkpoint=run_args["ckpt"], opts=run_args["opts"])
+        store = predict_video(load_config(run_args["cfg"], frames), row[0], checkpoint=run_args["ckpt"], opts=frames)
+        np.testing.assert_allclose([float(s) for s in row[2::2]], [s for _, s in store["top"]], atol=1e-6)
+        np.testing.assert_allclose(sorted(s for _, s in store["top"]), sorted(s for _, s in video["top"]), atol=0.05)
+
+    windows = tmp_path / "windows.csv"
+    assert main_predict(run_args["cfg"], stores[0], output=str(windows), window=0.3, stride=0.3,
+                        checkpoint=run_args["ckpt"], opts=frames) == EXIT_OK
+    assert len(_read_csv(windows)) == 1 + 2  # 20 frames at 30 fps: two windows of 0.3 s
+
+    features = tmp_path / "features"
+    assert main_extract(checkpoint=run_args["ckpt"], output=str(features), videos=str(tmp_path / "stores"),
+                        opts=TEST_OPTS + ["DATA.FORMAT", "frames"]) == FEATURES_OK
+    assert load_features(str(features)).paths == stores

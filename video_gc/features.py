@@ -55,8 +55,8 @@ DEFAULT_CHUNK_SIZE = 256
 NO_LABEL = -1  # videos found in a folder have no label
 # What the features depend on besides the weights and the videos: a rerun into the same folder must match.
 SETTINGS_KEYS = ("DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TARGET_FPS", "DATA.TEST_CROP_SIZE",
-                 "DATA.DECODING_SHORT_SIZE", "DATA.DECODING_BACKEND", "DATA.USE_OFFSET_SAMPLING", "DATA.MEAN",
-                 "DATA.STD", "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "TEST.INFERENCE_MODE")
+                 "DATA.DECODING_SHORT_SIZE", "DATA.FORMAT", "DATA.DECODING_BACKEND", "DATA.USE_OFFSET_SAMPLING",
+                 "DATA.MEAN", "DATA.STD", "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "TEST.INFERENCE_MODE")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
@@ -98,7 +98,7 @@ def video_entries(cfg, *, list_file: str | None = None, videos: str | None = Non
     if bool(list_file) == bool(videos):
         raise ConfigError("give the videos as a list (--list) or a folder (--videos), one of the two")
     if videos:
-        found = find_videos(videos)
+        found = find_videos(videos, frame_stores=cfg.DATA.FORMAT == "frames")
         return [os.path.abspath(p) for p in found], [NO_LABEL] * len(found)
     entries = read_list_entries(list_file, separator=cfg.DATA.PATH_LABEL_SEPARATOR, prefix=cfg.DATA.PATH_PREFIX)
     return [os.path.abspath(e.path) for e in entries], [e.label for e in entries]
@@ -297,8 +297,17 @@ def extract_features(cfg, *, checkpoint: str, paths: Sequence[str], labels: Sequ
                     len(paths), len(done), len(paths) - len(done), world,
                     cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS, checkpoint)
         buffer = _ChunkBuffer(output_dir, chunk_size, paths, labels)
-        failed = _extract_pending(net, cfg, dist_info, pending, buffer, paths)
-        parts = du.all_gather_objects((failed, buffer.written))  # also waits for every process to finish
+        try:
+            outcome = (_extract_pending(net, cfg, dist_info, pending, buffer, paths), buffer.written, None)
+        except Exception as err:  # still reach the gather below, so the other processes do not wait for this one
+            outcome = (None, buffer.written, f"process {rank}: {type(err).__name__}: {err}")
+            if not dist_info.distributed:
+                raise
+        gathered = du.all_gather_objects(outcome)  # also waits for every process to finish
+        errors = [error for _, _, error in gathered if error]
+        if errors:
+            raise FeaturesError("extraction stopped (finished chunks are kept; rerun to resume): " + "; ".join(errors))
+        parts = [(failed, written) for failed, written, _ in gathered]
         summary = du.run_on_master(lambda: _finish_output(output_dir, paths, [f for part, _ in parts for f in part]),
                                    (FeaturesError, OSError))
     finally:

@@ -317,6 +317,10 @@ def _check_fine_tuning(cfg: CfgNode) -> None:
     if not cfg.BN.FREEZE and (cfg.BN.FREEZE_PARTIAL or not cfg.BN.FREEZE_AFFINE):
         raise ConfigError("config keys BN.FREEZE_PARTIAL / BN.FREEZE_AFFINE: set with BN.FREEZE False, where they do "
                           "nothing; allowed values: BN.FREEZE True, or their defaults (False / True)")
+    if cfg.BN.FREEZE_PARTIAL and cfg.TRAIN.FREEZE_UP_TO != "none":
+        raise ConfigError(f"config key BN.FREEZE_PARTIAL: invalid value True with TRAIN.FREEZE_UP_TO "
+                          f"{cfg.TRAIN.FREEZE_UP_TO!r}, which freezes the stem's BN it would keep training; allowed "
+                          f"values: False, or TRAIN.FREEZE_UP_TO none")
     if cfg.BN.USE_PRECISE_STATS and (cfg.BN.FREEZE or cfg.TRAIN.FREEZE_UP_TO != "none"):
         raise ConfigError("config key BN.USE_PRECISE_STATS: invalid value True with BN.FREEZE or "
                           "TRAIN.FREEZE_UP_TO: it would recompute the frozen BN statistics; allowed values: False")

@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import transforms as T
-from .decoder import FRAME_STORE, describe_error, open_video
+from .decoder import describe_error, open_video, reader_for
 from .lists import DataListError, read_video_list
 from .sampling import eval_clip_indices, train_clip_indices
 
@@ -67,7 +67,7 @@ class VideoDataset(Dataset):
         self.paths, self.labels = read_video_list(
             list_path, separator=data.PATH_LABEL_SEPARATOR, prefix=data.PATH_PREFIX,
             num_classes=cfg.MODEL.NUM_CLASSES)
-        self.backend = FRAME_STORE if data.FORMAT == "frames" else data.DECODING_BACKEND
+        self.backend = reader_for(cfg)
         self.seed = int(cfg.RNG_SEED)
         # Shared with forked or spawned loader workers: persistent workers see every set_epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()

@@ -39,10 +39,12 @@ import torch
 
 from video_gc.utils.video_io import display_rotation, upright
 
+from .lists import FRAME_STORE_EXTENSION
+
 BACKENDS = ("decord", "pyav")
 # The reader of frame-store files (DATA.FORMAT frames), opened like a backend.
 FRAME_STORE = "frames"
-FRAME_STORE_EXT = ".frames"
+FRAME_STORE_EXT = FRAME_STORE_EXTENSION
 FRAME_STORE_MAGIC = b"VGCJPEGS"
 FRAME_STORE_VERSION = 1
 FRAME_STORE_HEADER = np.dtype([("magic", "S8"), ("version", "<u4"), ("num_frames", "<u4"), ("width", "<u4"),
@@ -294,6 +296,11 @@ class FrameStoreDecoder:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def reader_for(cfg) -> str:
+    """The ``open_video`` backend of a config: the frame-store reader when DATA.FORMAT says frames."""
+    return FRAME_STORE if cfg.DATA.FORMAT == "frames" else cfg.DATA.DECODING_BACKEND
 
 
 def open_video(path: str, backend: str = "decord"):

@@ -18,6 +18,8 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 from video_gc.utils.io import atomic_write_text
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
+# The JPEG frame store's files (DATA.FORMAT frames; video_gc.data.decoder reads them).
+FRAME_STORE_EXTENSION = ".frames"
 
 
 class DataListError(ValueError):
@@ -115,17 +117,18 @@ def read_classids(path: str) -> list[str]:
     return sorted(mapping, key=mapping.get)
 
 
-def find_videos(root: str) -> list[str]:
-    """All video files under ``root`` (recursive, sorted), unfinished ``.partial.`` files left out;
-    a missing or empty folder is an error."""
+def find_videos(root: str, frame_stores: bool = False) -> list[str]:
+    """All video files under ``root`` (recursive, sorted), or with ``frame_stores`` all frame-store
+    files, unfinished ``.partial.`` files left out; a missing or empty folder is an error."""
+    extensions = (FRAME_STORE_EXTENSION,) if frame_stores else VIDEO_EXTENSIONS
     if not os.path.isdir(root):
         raise DataListError(f"video folder not found: {root}")
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            if name.lower().endswith(VIDEO_EXTENSIONS) and ".partial." not in name:
+            if name.lower().endswith(extensions) and ".partial." not in name:
                 found.append(os.path.join(dirpath, name))
     if not found:
-        raise DataListError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
+        raise DataListError(f"no video files ({', '.join(extensions)}) under {root}")
     return found

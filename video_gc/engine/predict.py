@@ -33,6 +33,7 @@ from .common import (EngineError, class_names, load_test_weights, model_config_f
                      resolve_test_checkpoint, warn_if_preprocessing_differs)
 from .logger import get_logger, progress
 from .meters import ensemble_views
+from video_gc.data.decoder import FRAME_STORE, reader_for
 from video_gc.inference import prepare_for_inference
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_SKIPPED = 0, 1, 2, 3
@@ -43,7 +44,7 @@ class VideoInputError(EngineError):
     """The video to classify is missing or cannot be decoded."""
 
 
-def video_problem(path: str) -> str | None:
+def video_problem(path: str, reader: str = "pyav") -> str | None:
     """Why ``path`` is not a decodable video, in a few words; None when it is one.
 
     PyAV probes the file: it reports a bad one as an exception and prints nothing, where decord
@@ -57,7 +58,8 @@ def video_problem(path: str) -> str | None:
     if not os.path.isfile(path):
         return _NOT_FOUND
     try:
-        decoder = open_video(path, "pyav")
+        # PyAV probes any video (its errors carry the reason); a frame store needs its own reader.
+        decoder = open_video(path, reader if reader == FRAME_STORE else "pyav")
         try:
             decoder.get_frames([0])
         finally:
@@ -67,9 +69,9 @@ def video_problem(path: str) -> str | None:
     return None
 
 
-def check_video(path: str) -> None:
+def check_video(path: str, reader: str = "pyav") -> None:
     """Refuse anything but a decodable video, in one line, before the model loads."""
-    problem = video_problem(path)
+    problem = video_problem(path, reader)
     if problem == _NOT_FOUND:
         raise VideoInputError(f"video not found: {path}")
     if problem:
@@ -103,7 +105,7 @@ class ReadableVideos(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        problem = video_problem(self.dataset.paths[index])
+        problem = video_problem(self.dataset.paths[index], self.dataset.backend)
         if problem:
             return {"inputs": None, "label": 0, "index": index, "failed": (index, self.dataset.paths[index], problem)}
         return self.dataset[index]
@@ -189,7 +191,7 @@ def predict_video(cfg, video_path: str, checkpoint: str | None = None, top_k: in
     returns the weights used and the seconds taken. The model is the one the checkpoint stores the
     config of, but for the keys set in ``opts``."""
     start = time.time()
-    check_video(video_path)
+    check_video(video_path, reader_for(cfg))
     classifier = load_classifier(cfg, checkpoint, opts)
     views = _decode_views(classifier.cfg, video_path)
     scores = classifier.video_scores(views.unsqueeze(0))[0]
@@ -290,10 +292,10 @@ def _window_dataset_class():
 
 def _video_windows(cfg, path: str, window: float, stride: float) -> tuple[float, list[float], torch.Tensor]:
     """(duration in seconds, window starts, frame numbers long [windows, DATA.NUM_FRAMES]) of the file
-    at ``path``, opened with DATA.DECODING_BACKEND; raises VideoDecodeError."""
+    at ``path``, opened as DATA.FORMAT / DATA.DECODING_BACKEND say; raises VideoDecodeError."""
     from video_gc.data import open_video
 
-    decoder = open_video(path, cfg.DATA.DECODING_BACKEND)
+    decoder = open_video(path, reader_for(cfg))
     video_frames, fps = decoder.num_frames, decoder.fps
     decoder.close()
     duration = video_frames / fps
@@ -320,7 +322,7 @@ def classify_windows(classifier: Classifier, paths: Sequence[str], *, window: fl
     per_pass = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
     failed = []
     for index in progress(range(len(paths)), total=len(paths), desc="windows", enabled=True):
-        problem, probs = video_problem(paths[index]), []
+        problem, probs = video_problem(paths[index], dataset.backend), []
         if problem is None:
             try:
                 duration, starts, ids = _video_windows(cfg, dataset.paths[index], window, stride)
@@ -352,7 +354,7 @@ def input_videos(cfg, *, video: str | None, videos: str | None, list_file: str |
     from video_gc.data.lists import find_videos, read_list_entries
 
     if videos:
-        return find_videos(videos)
+        return find_videos(videos, frame_stores=cfg.DATA.FORMAT == "frames")
     if list_file:
         return [entry.path for entry in read_list_entries(
             list_file, separator=cfg.DATA.PATH_LABEL_SEPARATOR, prefix=cfg.DATA.PATH_PREFIX, integer_labels=False)]
