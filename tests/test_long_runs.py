@@ -414,3 +414,22 @@ def test_slurm_script_stops_training_and_requeues_on_usr1(tmp_path):
     assert lines[0].startswith("srun --kill-on-bad-exit=1 torchrun --nnodes 2 ") and "node7:29500" in lines[0]
     assert lines[1:] == ["scancel --signal=TERM 42.0", "task got SIGTERM", "scontrol requeue 42"]
     assert "USR1: stopping training at a checkpoint, then requeueing job 42" in stdout
+
+
+def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_is_refused(tiny_data, tmp_path, capsys):
+    """Its iteration counts global batches of the size it was written with: another TRAIN.BATCH_SIZE
+    would start at other videos of the epoch."""
+    from video_gc.config import load_config
+    from video_gc.engine.optimizer import construct_optimizer
+    from video_gc.models import build_model
+
+    out = tmp_path / "run"
+    cfg = load_config(CFG, tiny_opts(tiny_data, out))
+    model = build_model(cfg)
+    cu.save_checkpoint(str(out), 1, model, construct_optimizer(model, cfg), None, cfg,
+                       progress=cu.Progress(epoch=1, iteration=2, global_batch=4))
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, out, "TRAIN.BATCH_SIZE", "2")]) == 1
+    log = (out / "log.txt").read_text()
+    assert ("the checkpoint stopped part-way through epoch 2 with TRAIN.BATCH_SIZE 4, and its iteration 2 means "
+            "other videos with TRAIN.BATCH_SIZE 2: resume with TRAIN.BATCH_SIZE 4") in log
+    assert not (out / "checkpoints" / "checkpoint_epoch_00002.pyth").exists()
