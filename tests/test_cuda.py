@@ -133,7 +133,7 @@ def _gradients(model, x, y, dtype, scaler):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_step_in_each_precision(precision, strict_fp32):
     from video_gc.engine.optimizer import construct_optimizer
-    from video_gc.engine.train import amp_dtype, make_grad_scaler
+    from video_gc.engine.train import amp_dtype, make_grad_scaler, optimizer_step
     from video_gc.models.layout import autocast_context
 
     device = cuda()
@@ -163,13 +163,10 @@ def test_training_step_in_each_precision(precision, strict_fp32):
     optimizer = construct_optimizer(model, cfg)
     losses = []
     for _ in range(10):
-        optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, dtype):
             out = model(x)
         loss = F.cross_entropy(out.float(), y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, model=model, optimizer=optimizer, scaler=scaler, cfg=cfg)
         losses.append(loss.item())
     assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -177,7 +174,7 @@ def test_training_step_in_each_precision(precision, strict_fp32):
 
 @pytest.mark.parametrize("overflow", ["inf_loss", "fp16_range"])
 def test_fp16_step_with_overflowing_gradients_is_skipped(overflow):
-    from video_gc.engine.train import make_grad_scaler
+    from video_gc.engine.train import make_grad_scaler, optimizer_step
     from video_gc.models.layout import autocast_context
 
     device = cuda()
@@ -191,12 +188,9 @@ def test_fp16_step_with_overflowing_gradients_is_skipped(overflow):
     x, y = _clips(4, seed=5).to(device), _labels(4).to(device)
 
     def step(factor: float) -> None:
-        optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, torch.float16):
             logits = model(x)
-        scaler.scale(F.cross_entropy(logits.float(), y) * factor).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(F.cross_entropy(logits.float(), y) * factor, model=model, optimizer=optimizer, scaler=scaler)
 
     # inf_loss: the loss itself is inf. fp16_range: a finite fp32 loss (1e30 times the real one) whose
     # scaled gradient overflows the float16 logits' gradient.

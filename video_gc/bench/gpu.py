@@ -788,6 +788,7 @@ def section_train(ctx, rec) -> None:
 
     from video_gc.bench.model import _row, top1_agreement
     from video_gc.bench.timing import interleaved_timings
+    from video_gc.engine.train import optimizer_step
     from video_gc.models.layout import autocast_context
 
     torch, device = _torch_device(ctx)
@@ -808,13 +809,9 @@ def section_train(ctx, rec) -> None:
         xs, ys = x[:n], y[:n]
 
         def step():
-            optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, dtype):
                 logits = model(xs)
-            loss = F.cross_entropy(logits.float(), ys)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(F.cross_entropy(logits.float(), ys), model=model, optimizer=optimizer, scaler=scaler)
         return step
 
     for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
@@ -981,7 +978,7 @@ def _data_run(ctx, rec, torch, device, name, cfg_file, folder, opts, workers, fi
     from video_gc.config import load_config
     from video_gc.data import construct_loader, shuffle_loader
     from video_gc.engine.optimizer import construct_optimizer
-    from video_gc.engine.train import amp_dtype, make_grad_scaler
+    from video_gc.engine.train import amp_dtype, make_grad_scaler, optimizer_step
     from video_gc.models import build_model
     from video_gc.models.layout import autocast_context
 
@@ -996,13 +993,10 @@ def _data_run(ctx, rec, torch, device, name, cfg_file, folder, opts, workers, fi
         group["lr"] = 1e-3
 
     def step(inputs, labels):
-        optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, dtype):
             logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(F.cross_entropy(logits.float(), labels), model=model, optimizer=optimizer, scaler=scaler,
+                       cfg=cfg)
         _sync(device)
 
     loader = construct_loader(cfg, "train")

@@ -83,6 +83,19 @@ def _clip_gradients(cfg, model: nn.Module) -> None:
         nn.utils.clip_grad_norm_(params, cfg.SOLVER.CLIP_GRAD_L2NORM)
 
 
+def optimizer_step(loss: torch.Tensor, *, model: nn.Module, optimizer, scaler, cfg=None) -> None:
+    """A training step after the forward pass: the backward pass of ``loss`` (scaled for fp16),
+    gradient clipping as ``cfg``'s SOLVER.CLIP_GRAD_* say (none without ``cfg``), the step (which
+    the scaler skips when fp16 gradients overflowed), the scaler's update."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg is not None and (cfg.SOLVER.CLIP_GRAD_VAL is not None or cfg.SOLVER.CLIP_GRAD_L2NORM is not None):
+        scaler.unscale_(optimizer)
+        _clip_gradients(cfg, model)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _check_finite_parameters(model: nn.Module, epoch: int) -> None:
     for name, param in cu.unwrap(model).state_dict().items():
         if param.is_floating_point() and not torch.isfinite(param).all():
@@ -185,13 +198,7 @@ def train_epoch(cfg, *, loader, model, optimizer, scaler, epoch: int, device, dt
                 f"loss is {loss_value} at epoch {epoch + 1}, iteration {it + 1}/{iters} (lr {lr:.6g}); "
                 f"training stopped, {kept}. Lower SOLVER.BASE_LR, add warm-up or enable SOLVER.CLIP_GRAD_L2NORM.")
 
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.SOLVER.CLIP_GRAD_VAL is not None or cfg.SOLVER.CLIP_GRAD_L2NORM is not None:
-            scaler.unscale_(optimizer)
-            _clip_gradients(cfg, model)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, model=model, optimizer=optimizer, scaler=scaler, cfg=cfg)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
