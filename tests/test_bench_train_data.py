@@ -76,7 +76,8 @@ def test_train_benchmark_rows_and_ratios(tmp_path, capsys, monkeypatch):
                 "resized --gop 1 (all-intra)": [ours] + ALTERNATIVES + [FLOOR, FLOOR_ITEM],
                 STORE: ["ours (frames)", JPEG_FLOOR]}
     assert list(rows) == [(storage, row) for storage, names in storages.items() for row in names]
-    assert out.splitlines()[0].startswith("training clips (8x8, crop 112), 2 videos x 2 clips, source 340x256;")
+    assert out.splitlines()[0].startswith("training clips (8x8, crop 112; every row ends with clips as uint8, "
+                                          "normalised on the GPU (a CUDA run)), 2 videos x 2 clips, source 340x256;")
     assert "not run" not in out
     ms = {key: float(cells[4]) for key, cells in rows.items()}
     for (storage, row), cells in rows.items():
@@ -151,7 +152,7 @@ def test_a_pytorchvideo_that_cannot_be_imported_is_named_and_its_row_skipped(tmp
                              backends=("pyav",), with_pytorchvideo=True, floor=False)
     assert [row.name for row in rows] == ["ours (pyav)", "PySlowFast's way (our reimplementation)"]
     assert not_run == {"PyTorchVideo LabeledVideoDataset": why}
-    result = {"clip": "8x8, crop 224", "videos": 1, "clips_per_video": 1, "source_size": "96x64", "timing": "t",
+    result = {"clip": "8x8, crop 224", "clips_end": "uint8", "videos": 1, "clips_per_video": 1, "source_size": "96x64", "timing": "t",
               "not_run": not_run,
               "gop250_bytes_per_video": 1e6, "storages": [{"name": "s", "bytes_per_video": 1e6, "size_vs_gop250": None,
                                                          "rows": [{"name": "ours (pyav)", "cpu_ms": 10.0,

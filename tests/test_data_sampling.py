@@ -1,5 +1,7 @@
 """Temporal sampling, spatial crops and data-list parsing (video_gc.data)."""
 
+import fractions
+
 import numpy as np
 import pytest
 import torch
@@ -229,3 +231,107 @@ def test_single_centre_crop_takes_the_ceiling_of_an_odd_margin():
     assert crop_offsets(61, 101, 48, 3) == [(7, 0), (7, 27), (7, 53)]
     video = torch.arange(61 * 101).reshape(1, 1, 61, 101)
     assert torch.equal(eval_crops(video, 48, 1)[0], video[..., 7:55, 27:75])
+
+
+def _moving_frames(count: int, height: int = 48, width: int = 64, cut: int | None = None) -> np.ndarray:
+    """Textured frames panning one pixel per frame, a new picture after ``cut`` (a scene cut)."""
+    rng = np.random.default_rng(0)
+    scenes = [rng.integers(0, 256, (height, width + count, 3), dtype=np.uint8) for _ in range(2)]
+    return np.stack([scenes[int(cut is not None and i >= cut)][:, i:i + width] for i in range(count)])
+
+
+def _write_vfr(path: str, frames: np.ndarray) -> str:
+    """H.264 with B-frames whose frames are 1 or 2 ticks of 1/30 s apart (a variable frame rate)."""
+    import av
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 30)
+        pts = np.cumsum([0] + [1 + (i % 3 == 0) for i in range(len(frames) - 1)])
+        for frame, t in zip(frames, pts.tolist()):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts, video_frame.time_base = t, fractions.Fraction(1, 30)
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _write_mpeg4_avi(path: str, frames: np.ndarray) -> str:
+    """MPEG-4 part 2 with 2 B-frames in an AVI file, as UCF-101 ships."""
+    import av
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 40
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["x264_defaults", "mpeg4_avi", "vfr"])
+def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_path, kind):
+    import av
+    from video_gc.utils.video_io import VideoWriter
+    frames = _moving_frames(150, cut=70)
+    if kind == "x264_defaults":  # keyframes at 0 and the cut only, 3 B-frames, the pyramid
+        path = str(tmp_path / "v.mp4")
+        with VideoWriter(path, 64, 48, crf=23, preset="medium") as writer:
+            for frame in frames:
+                writer.write(frame)
+    elif kind == "mpeg4_avi":
+        path = _write_mpeg4_avi(str(tmp_path / "v.avi"), frames)
+    else:
+        path = _write_vfr(str(tmp_path / "v.mp4"), frames)
+    with av.open(path) as container:
+        decoded = list(container.decode(video=0))
+        everything = [f.to_ndarray(format="rgb24") for f in decoded]
+    # The fixture has frames worth skipping.
+    assert sum(f.pict_type == av.video.frame.PictureType.B for f in decoded) > len(decoded) / 3
+    rng = np.random.default_rng(1)
+    skipping, full = open_video(path, "pyav"), open_video(path, "pyav")
+    full.skip_unwanted = False
+    for _ in range(12):
+        start = int(rng.integers(1, skipping.num_frames - 40))
+        wanted = list(range(start, start + 40, 5))
+        got = skipping.get_frames(wanted)
+        assert torch.equal(got, full.get_frames(wanted)), wanted
+        if kind != "vfr":  # constant rate: frame i is the i-th frame decoded from the start
+            assert np.array_equal(got.numpy(), np.stack([everything[i] for i in wanted])), wanted
+    if kind == "mpeg4_avi":  # decord's own reading of this file returns other frames: PyAV reads it
+        chosen = open_video(path, "decord")
+        assert type(chosen) is type(full)
+        assert np.array_equal(chosen.get_frames([7, 60, 111]).numpy(), np.stack([everything[i] for i in (7, 60, 111)]))
+    if kind == "mpeg4_avi":  # packets may hold two frames: never skipped
+        assert not skipping.skip_unwanted and skipping.frames_decoded == full.frames_decoded
+    else:
+        assert skipping.frames_decoded < 0.8 * full.frames_decoded
+    skipping.close()
+    full.close()
+
+
+@pytest.mark.parametrize("height, width", [(90, 120), (120, 90)])
+def test_train_crop_cut_before_resizing_matches_resizing_the_whole_frame(height, width):
+    """The crop is drawn on the frame resized to the jittered short side, as PySlowFast draws it,
+    but cut from the frame as decoded and resized alone; the pixels match resize-then-crop."""
+    from torchvision.transforms.v2 import functional as F
+
+    from video_gc.data import transforms as T
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    # Red is the column, green the row (up to 120 levels): where a pixel came from, in its colour.
+    frame = torch.stack([cols * 2, rows * 2, (rows + cols) % 7 * 30]).to(torch.uint8)
+    video = frame.expand(3, -1, -1, -1).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # channels last
+    for seed in range(20):
+        out = T.random_short_side_crop(video, jitter_scales=[100, 140], crop_size=96,
+                                       generator=torch.Generator().manual_seed(seed))
+        # The same draws, by hand: short side, then top and left in the resized frame.
+        generator = torch.Generator().manual_seed(seed)
+        size = int(round(100 + 40 * torch.rand((), generator=generator, dtype=torch.float64).item()))
+        resized = F.resize(video, [size], antialias=True)
+        top = int(torch.randint(0, resized.shape[-2] - 96 + 1, (), generator=generator))
+        left = int(torch.randint(0, resized.shape[-1] - 96 + 1, (), generator=generator))
+        expected = resized[..., top:top + 96, left:left + 96]
+        assert out.shape == expected.shape == (3, 3, 96, 96)
+        difference = (out.float() - expected.float())[:, :2].abs()  # the two ramps
+        # Within about one source pixel (2 levels) of where resize-then-crop takes each pixel.
+        assert difference.mean() < 1.0 and difference.max() <= 4, (seed, difference.mean(), difference.max())

@@ -301,7 +301,10 @@ def test_uint8_batches_normalised_on_the_device_train_to_the_same_weights(tiny_d
     floats = next(iter(construct_loader(cfg, "train")))["inputs"]
     uint8 = next(iter(construct_loader(cfg, "train", uint8_clips=True)))["inputs"]
     assert uint8.dtype == torch.uint8 and floats.dtype == torch.float32
-    assert torch.equal(normalize_batch(uint8, cfg.DATA.MEAN, cfg.DATA.STD), floats)
+    # The workers hand over pixels in the crops' channels-last layout; the device makes them contiguous.
+    assert uint8.movedim(1, -1).is_contiguous() and not uint8.is_contiguous()
+    normalised = normalize_batch(uint8, cfg.DATA.MEAN, cfg.DATA.STD)
+    assert normalised.is_contiguous() and torch.equal(normalised, floats)
 
     runs = {}
     for mode in ("always", "never"):

@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     train.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE, help="of the re-encodes (default 256)")
     train.add_argument("--backends", nargs="+", choices=("decord", "pyav"), default=["decord", "pyav"],
                        help="our rows; the first is 'ours' in the ratios")
+    train.add_argument("--normalize-on", choices=("device", "cpu"), default="device",
+                       help="device (default): clips end as uint8 for the GPU to normalise, as in a CUDA run "
+                            "(DATA.NORMALIZE_ON_DEVICE auto); cpu: as normalised floats, as in a CPU run")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     if args.train and (args.clips < 1 or min(args.gops) < 1):
@@ -77,7 +80,8 @@ def main(argv=None) -> int:
                   else "source: x264 defaults (keyint 250 + scene cuts, B-frames)")
         result = run_train_benchmark(cfg, paths, cache_dir=args.cache_dir, gops=tuple(args.gops), clips=args.clips,
                                      source_name=source, backends=tuple(args.backends),
-                                     with_pytorchvideo=not args.no_pytorchvideo, short_side=args.short_side)
+                                     with_pytorchvideo=not args.no_pytorchvideo, short_side=args.short_side,
+                                     uint8_clips=args.normalize_on == "device")
         print(json.dumps(result) if args.json else format_train_table(result))
         return 0
     result = run_benchmark(cfg, paths, repeats=args.repeats, workers=tuple(args.workers),

@@ -978,7 +978,8 @@ def _data_run(ctx, rec, torch, device, name, cfg_file, folder, opts, workers, fi
     from video_gc.config import load_config
     from video_gc.data import construct_loader, shuffle_loader
     from video_gc.engine.optimizer import construct_optimizer
-    from video_gc.engine.train import amp_dtype, make_grad_scaler, optimizer_step
+    from video_gc.data.loader import normalizes_on_device
+    from video_gc.engine.train import amp_dtype, batch_inputs, make_grad_scaler, optimizer_step
     from video_gc.models import build_model
     from video_gc.models.layout import autocast_context
 
@@ -999,7 +1000,7 @@ def _data_run(ctx, rec, torch, device, name, cfg_file, folder, opts, workers, fi
                        cfg=cfg)
         _sync(device)
 
-    loader = construct_loader(cfg, "train")
+    loader = construct_loader(cfg, "train", uint8_clips=normalizes_on_device(cfg, device))
     shuffle_loader(loader, 0)
     out = {"config": name, "batch": cfg.TRAIN.BATCH_SIZE, "workers": workers, "clip": list(
         (cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE)), "pin_memory": loader.pin_memory,
@@ -1010,7 +1011,7 @@ def _data_run(ctx, rec, torch, device, name, cfg_file, folder, opts, workers, fi
     for i in range(fill + measured):
         t0 = time.perf_counter()
         batch = next(iterator)
-        inputs = batch["inputs"].to(device, non_blocking=True)
+        inputs = batch_inputs(cfg, batch, device)
         labels = batch["labels"].to(device, non_blocking=True)
         t1 = time.perf_counter()
         step(inputs, labels)

@@ -62,7 +62,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from video_gc.data import transforms as T
 from video_gc.data.dataset import VideoDataset, item_generator
 from video_gc.data.decoder import FRAME_STORE_EXT, describe_error, read_frame_store_index
 from video_gc.data.lists import write_list
@@ -239,8 +238,11 @@ class Row:
 
 
 def train_augment(dataset: VideoDataset, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The train split's steps after decoding, by ``VideoDataset``'s own code, on uint8 [T, H, W, 3]."""
-    return T.normalize(dataset.augment(dataset.decoded_frames(frames), generator), dataset.mean, dataset.std)
+    """The train split's steps after decoding, by ``VideoDataset``'s own code, on uint8 [T, H, W, 3]:
+    a clip as the dataset stores it (normalised, or uint8 for the device with ``uint8_clips``)."""
+    out = dataset.clip_buffer(1)[0]
+    dataset.store_clip(dataset.augment(dataset.decoded_frames(frames), generator), out)
+    return out
 
 
 def _item(inputs: torch.Tensor, index: int) -> dict:
@@ -347,7 +349,7 @@ def pytorchvideo_clips(dataset: VideoDataset) -> tuple[Callable[[int, int], dict
     return make, ""
 
 
-def _dataset(cfg, storage: Storage, lists_dir: str) -> VideoDataset:
+def _dataset(cfg, storage: Storage, lists_dir: str, uint8_clips: bool) -> VideoDataset:
     """Our train dataset over ``storage`` (a list naming every entry, label 0)."""
     cfg = cfg.clone()
     cfg.merge_from_list(list(storage.opts))
@@ -355,18 +357,20 @@ def _dataset(cfg, storage: Storage, lists_dir: str) -> VideoDataset:
     os.makedirs(folder, exist_ok=True)
     write_list(os.path.join(folder, "train.csv"), [(os.path.abspath(p), 0) for p in storage.paths])
     cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.PATH_PREFIX = folder, ""
-    return VideoDataset(cfg, "train")
+    dataset = VideoDataset(cfg, "train")
+    dataset.uint8_clips = uint8_clips
+    return dataset
 
 
 def rows_for(cfg, storage: Storage, lists_dir: str, *, backends: tuple[str, ...], with_pytorchvideo: bool,
-             floor: bool) -> tuple[list[Row], dict[str, str]]:
+             floor: bool, uint8_clips: bool = True) -> tuple[list[Row], dict[str, str]]:
     """The rows measured on ``storage`` (ours first, one per backend), all but the decode-only
     floor collated by the loader's collation; and {row: why it was not run}."""
     rows, not_run = [], {}
     for backend in backends if storage.videos else backends[:1]:  # a non-video storage has its own reader
         cfg_backend = cfg.clone()
         cfg_backend.DATA.DECODING_BACKEND = backend
-        dataset = _dataset(cfg_backend, storage, lists_dir)
+        dataset = _dataset(cfg_backend, storage, lists_dir, uint8_clips)
 
         def ours(index: int, round_index: int, dataset=dataset) -> dict:
             dataset.set_epoch(round_index)
@@ -487,11 +491,13 @@ def prepare_storages(sources: list[str], cache_dir: str, *, gops: tuple[int, ...
 def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[int, ...], clips: int,
                         source_name: str, backends: tuple[str, ...] = ("decord", "pyav"),
                         with_pytorchvideo: bool = True, short_side: int = DEFAULT_SHORT_SIDE,
-                        frame_store: bool = True, extra_storages: tuple[Storage, ...] = ()) -> dict:
+                        frame_store: bool = True, extra_storages: tuple[Storage, ...] = (),
+                        uint8_clips: bool = True) -> dict:
     """Every row on every storage; returns the dict that ``--json`` prints.
 
     ``extra_storages``: more ways of storing the same videos, in the same order (see Storage).
-    The first of ``backends`` is "ours" in the ratios.
+    The first of ``backends`` is "ours" in the ratios. ``uint8_clips``: clips end as a CUDA run's
+    loader workers leave them (uint8, normalised on the GPU); False: normalised floats, as on the CPU.
     """
     torch.set_num_threads(1)
     storages, reference = prepare_storages(sources, cache_dir, gops=gops, source_name=source_name,
@@ -503,6 +509,8 @@ def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[
         source_size = f"{stream.width}x{stream.height}"
     result = {"videos": len(sources), "clips_per_video": clips, "batch": len(sources), "source_size": source_size,
               "clip": f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.SAMPLING_RATE}, crop {cfg.DATA.TRAIN_CROP_SIZE}",
+              "clips_end": "uint8, normalised on the GPU (a CUDA run)" if uint8_clips
+                           else "normalised floats (a CPU run)",
               "timing": "median process CPU ms per clip (one thread) incl. its share of collation; "
                         "clips/s: wall clock of the single-threaded process",
               "gop250_bytes_per_video": reference_bytes, "not_run": {}, "storages": []}
@@ -510,7 +518,8 @@ def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[
         rows = {}
         for storage in storages:
             rows[storage], not_run = rows_for(cfg, storage, lists_dir, backends=backends,
-                                              with_pytorchvideo=with_pytorchvideo, floor=storage.gop == 1)
+                                              with_pytorchvideo=with_pytorchvideo, floor=storage.gop == 1,
+                                              uint8_clips=uint8_clips)
             result["not_run"].update(not_run)
         # All storages in one rotation: a slow spell of the machine hits every storage, not one.
         time_rows([row for block in rows.values() for row in block], len(sources), clips)
@@ -528,8 +537,9 @@ def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[
 
 def format_train_table(result: dict) -> str:
     """Markdown table of a ``run_train_benchmark`` result, with ours / each row and ours / the floor."""
-    lines = [f"training clips ({result['clip']}), {result['videos']} videos x {result['clips_per_video']} clips, "
-             f"source {result['source_size']}; {result['timing']}",
+    lines = [f"training clips ({result['clip']}; every row ends with clips as {result['clips_end']}), "
+             f"{result['videos']} videos x {result['clips_per_video']} clips, source {result['source_size']}; "
+             f"{result['timing']}",
              "",
              "| storage | MB / video | size vs --gop 250 | row | CPU ms / clip | clips/s per core "
              "| cores for 1,000 clips/s | clips/s (1 process) | ours / row |",

@@ -217,8 +217,9 @@ _C.DATA.TEST_CROP_SIZE = 256
 _C.DATA.TARGET_FPS = 30
 # Read by the train dataset: each train clip's TARGET_FPS is raised by uniform [0, this) (PySlowFast).
 _C.DATA.TRAIN_JITTER_FPS = 0.0
-# decord | pyav
-_C.DATA.DECODING_BACKEND = "decord"
+# pyav | decord. PyAV, which skips the unneeded non-reference frames, costs half of decord's CPU
+# per training clip on downloaded videos (docs/data_pipeline.md#decoding).
+_C.DATA.DECODING_BACKEND = "pyav"
 # video_gc: what the lists point at: "video" files (decoded by DECODING_BACKEND) or "frames", the
 # JPEG frame-store files of data_prep/make_frame_store.py (several times less CPU per clip, 6-12x the disk).
 _C.DATA.FORMAT = "video"

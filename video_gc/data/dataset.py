@@ -147,16 +147,31 @@ class VideoDataset(Dataset):
             frames = self.read_frames(decoder, needed)
         finally:
             decoder.close()
-        shape = (self.num_samples, 3, self.num_frames, self.train_crop, self.train_crop)
-        clips = torch.empty(shape, dtype=torch.uint8 if self.uint8_clips else torch.float32)
+        clips = self.clip_buffer(self.num_samples)
         for k, rows in enumerate(position):
             every_frame_once = len(rows) == len(frames) and bool((rows == torch.arange(len(rows))).all())
-            clip = self.augment(frames if every_frame_once else frames[rows], generator)  # no copy when it is one
-            if self.uint8_clips:
-                clips[k].copy_(clip.permute(1, 0, 2, 3))
-            else:
-                T.normalize(clip, self.mean, self.std, out=clips[k])
+            # No copy of the frames when the clip uses each once.
+            self.store_clip(self.augment(frames if every_frame_once else frames[rows], generator), clips[k])
         return clips[0] if self.num_samples == 1 else clips
+
+    def clip_buffer(self, count: int) -> torch.Tensor:
+        """Room for ``count`` train clips [count, 3, T, S, S]: float, or uint8 with ``uint8_clips``.
+
+        The uint8 clips are seen over [count, T, S, S, 3] pixels, the channels-last layout the
+        crops have, so storing one is a plain copy; the device that normalises them makes them contiguous.
+        """
+        size = (count, self.num_frames, self.train_crop, self.train_crop)
+        if self.uint8_clips:
+            return torch.empty(size + (3,), dtype=torch.uint8).movedim(-1, 1)
+        return torch.empty((count, 3) + size[1:])
+
+    def store_clip(self, clip: torch.Tensor, out: torch.Tensor) -> None:
+        """Write an augmented uint8 [T, 3, S, S] clip into ``out`` ([3, T, S, S] of a :meth:`clip_buffer`),
+        normalised unless ``uint8_clips``."""
+        if self.uint8_clips:
+            out.copy_(clip.permute(1, 0, 2, 3))
+        else:
+            T.normalize(clip, self.mean, self.std, out=out)
 
     def augment(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Train jitter, crop and flip of one uint8 [T, 3, H, W] clip."""

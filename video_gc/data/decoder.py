@@ -42,6 +42,10 @@ from video_gc.utils.video_io import display_rotation, upright
 from .lists import FRAME_STORE_EXTENSION
 
 BACKENDS = ("decord", "pyav")
+# Codecs whose packets hold exactly one frame each, so unwanted ones can be skipped by timestamp.
+SKIPPABLE_CODECS = ("h264", "hevc")
+# Frames an AVI file is sought ahead of the first wanted one (more than MPEG-4's B-frames in a row).
+AVI_SEEK_MARGIN = 4
 # The reader of frame-store files (DATA.FORMAT frames), opened like a backend.
 FRAME_STORE = "frames"
 FRAME_STORE_EXT = FRAME_STORE_EXTENSION
@@ -84,6 +88,13 @@ def _unique_sorted(indices: Sequence[int] | torch.Tensor) -> tuple[np.ndarray, n
     return np.unique(idx, return_inverse=True)
 
 
+def _in_requested_order(frames: torch.Tensor, inverse: np.ndarray) -> torch.Tensor:
+    """The distinct frames as requested (repeats included); no copy when that is each once, in order."""
+    if len(inverse) == len(frames) and (inverse == np.arange(len(inverse))).all():
+        return frames
+    return frames[torch.from_numpy(inverse)]
+
+
 class DecordDecoder:
     """decord ``VideoReader`` with one thread (workers give the parallelism).
 
@@ -111,14 +122,22 @@ class DecordDecoder:
             frames = self._reader.get_batch(uniq.tolist()).asnumpy()
         except Exception as err:
             raise VideoDecodeError(self.path, describe_error(err)) from err
-        return torch.from_numpy(frames)[torch.from_numpy(inverse)]
+        return _in_requested_order(torch.from_numpy(frames), inverse)
 
     def close(self) -> None:
         self._reader = None
 
 
 class PyAVDecoder:
-    """PyAV decoder: seek once before the first wanted frame, decode forward.
+    """PyAV decoder on one thread: seek once before the first wanted frame, decode forward.
+
+    Between the keyframe and the last wanted frame, a frame that is neither
+    wanted nor a reference for other frames (most B-frames) is not decoded at
+    all: the decoder's ``skip_frame`` is set to ``NONREF`` for its packet. That
+    cannot change any other frame, and on x264's default B-frame layout it
+    saves a third of a training clip's decoding. Packets are matched to frame
+    numbers by timestamp, so this is done for H.264 and HEVC only, whose packets
+    hold one frame each (MPEG-4 part 2 in AVI may pack two frames in one).
 
     The frame count comes from the container header (``stream.frames``) or,
     when that is missing, from duration x fps; both can be wrong, so a wanted
@@ -136,18 +155,32 @@ class PyAVDecoder:
             if not self._container.streams.video:
                 raise VideoDecodeError(path, "no video stream")
             stream = self._container.streams.video[0]
+            stream.thread_count = 1  # loader workers give the parallelism, as with decord
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else 0.0
             self._stream = stream
             self._time_base = float(stream.time_base) if stream.time_base else 0.0
-            self._start_pts = stream.start_time or 0
+            avi = self._container.format.name == "avi"
+            self._start_pts = self._first_pts() if avi else stream.start_time or 0
+            # AVI seeks by decoding time, which B-frames put behind the frames shown: seek a few frames early.
+            self._seek_margin = AVI_SEEK_MARGIN if avi else 0
             self.num_frames = int(stream.frames or 0) or self._estimate_frames()
+            self.skip_unwanted = stream.codec_context.name in SKIPPABLE_CODECS
+            self.frames_decoded = 0  # a running count, for benchmarks and tests
         except VideoDecodeError:
             raise
         except Exception as err:
             raise VideoDecodeError(path, describe_error(err)) from err
         if self.num_frames <= 0 or self.fps <= 0:
             raise VideoDecodeError(path, f"no decodable video frames (frames={self.num_frames}, fps={self.fps})")
+
+    def _first_pts(self) -> int:
+        """The first frame's timestamp. AVI's start time is the first packet's decoding time,
+        which B-frames put one frame before the first frame shown."""
+        for frame in self._container.decode(self._stream):
+            self._container.seek(0, stream=self._stream)
+            return frame.pts or 0
+        return 0
 
     def _estimate_frames(self) -> int:
         if self._stream.duration and self._time_base:
@@ -163,25 +196,42 @@ class PyAVDecoder:
             return -1
         return int(round((frame.pts - self._start_pts) * self._time_base * self.fps))
 
-    def _decode_range(self, wanted: set[int], last: int, seek_to: int | None) -> dict[int, np.ndarray]:
+    def _decode_range(self, wanted: set[int], last: int, seek_to: int | None,
+                      skip: bool = False) -> dict[int, np.ndarray]:
         """Wanted frames up to index ``last``, decoded forward after a seek (or from the start).
 
         The last frame decoded is always kept, so indices past the real end of
-        the video can be clamped to it.
+        the video can be clamped to it. With ``skip`` (only after a seek, where
+        frames are numbered by timestamp), unwanted non-reference frames are not decoded.
         """
         container, stream = self._container, self._stream
-        target = self._start_pts + (int(seek_to / self.fps / self._time_base) if seek_to else 0)
+        codec = stream.codec_context
+        if seek_to:
+            target = self._start_pts + int((seek_to - self._seek_margin) / self.fps / self._time_base)
+        else:
+            target = stream.start_time or 0
         container.seek(target, stream=stream, backward=True, any_frame=False)
-        kept, tail, counter = {}, None, 0
-        for frame in container.decode(stream):
-            # After a seek the index comes from the timestamp; from the start, counting is exact.
-            idx = self._frame_index(frame) if seek_to else counter
-            counter += 1
-            if idx > last:
-                break
-            if idx in wanted:
-                kept[idx] = frame
-            tail = (idx, frame)
+        kept, tail, counter, done = {}, None, 0, False
+        try:
+            for packet in container.demux(stream):
+                if skip:
+                    needed = packet.pts is None or self._frame_index(packet) in wanted
+                    codec.skip_frame = "DEFAULT" if needed else "NONREF"
+                for frame in packet.decode():
+                    # After a seek the index comes from the timestamp; from the start, counting is exact.
+                    idx = self._frame_index(frame) if seek_to else counter
+                    counter += 1
+                    self.frames_decoded += 1
+                    if idx in wanted:
+                        kept[idx] = frame
+                    tail = (idx, frame)
+                    done = idx >= last or len(kept) == len(wanted)
+                    if done:
+                        break
+                if done:
+                    break
+        finally:
+            codec.skip_frame = "DEFAULT"
         if tail is not None and tail[0] not in kept:
             kept[tail[0]] = tail[1]
         return {i: upright(f.to_ndarray(format="rgb24"), display_rotation(stream, f)) for i, f in kept.items()}
@@ -193,8 +243,8 @@ class PyAVDecoder:
         wanted = set(uniq.tolist())
         try:
             decoded = {}
-            if first > 0 and self._time_base:
-                decoded = self._decode_range(wanted, last, seek_to=first)
+            if first > self._seek_margin and self._time_base:
+                decoded = self._decode_range(wanted, last, seek_to=first, skip=self.skip_unwanted)
             if not decoded or min(decoded) > first:
                 # The seek overshot or timestamps are unusable: decode from the start.
                 decoded = self._decode_range(wanted, last, seek_to=None)
@@ -209,7 +259,7 @@ class PyAVDecoder:
                 # The header over-estimated the length: use the nearest earlier decoded frame.
                 i = have[max(int(np.searchsorted(have, i, side="right")) - 1, 0)]
             rows.append(decoded[i])
-        return torch.from_numpy(np.stack(rows))[torch.from_numpy(inverse)]
+        return torch.from_numpy(np.stack([rows[k] for k in inverse.tolist()]))
 
     def close(self) -> None:
         if self._container is not None:
@@ -217,11 +267,16 @@ class PyAVDecoder:
             self._container = None
 
 
-def _read_exact(fd: int, path: str, size: int, offset: int, what: str) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) != size:
+def _read_exact(fd: int, path: str, size: int, offset: int, what: str, into: memoryview | None = None) -> bytes:
+    """``size`` bytes at ``offset``, returned, or read straight into ``into`` (then b"")."""
+    if into is None:
+        data = os.pread(fd, size, offset)
+        got = len(data)
+    else:
+        data, got = b"", os.preadv(fd, [into], offset)
+    if got != size:
         raise VideoDecodeError(path, f"truncated: {what} needs bytes [{offset}, {offset + size}), "
-                                     f"the file ends at {offset + len(data)}")
+                                     f"the file ends at {offset + got}")
     return data
 
 
@@ -274,9 +329,11 @@ class FrameStoreDecoder:
         uniq = np.clip(uniq, 0, self.num_frames - 1)
         starts, ends = self._offsets[uniq], self._offsets[uniq + 1]
         buffer = bytearray(int((ends - starts).sum()))
-        cuts = np.concatenate([[0], np.cumsum(ends - starts)])
-        for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-            buffer[cuts[k]:cuts[k + 1]] = _read_exact(self._fd, self.path, end - start, start, f"frame {uniq[k]}")
+        cuts = np.concatenate([[0], np.cumsum(ends - starts)]).tolist()
+        view = memoryview(buffer)
+        for k, start in enumerate(starts.tolist()):
+            _read_exact(self._fd, self.path, cuts[k + 1] - cuts[k], start, f"frame {uniq[k]}",
+                        into=view[cuts[k]:cuts[k + 1]])
         data = torch.frombuffer(buffer, dtype=torch.uint8)
         try:
             images = decode_jpeg([data[cuts[k]:cuts[k + 1]] for k in range(len(uniq))], mode=ImageReadMode.RGB)
@@ -289,13 +346,31 @@ class FrameStoreDecoder:
             if image.shape != (3, self.height, self.width):
                 raise VideoDecodeError(self.path, f"frame {uniq[k]} is {image.shape[2]}x{image.shape[1]}, "
                                                   f"the header says {self.width}x{self.height}")
-        # One copy: the requested order (repeats included) is taken while stacking.
-        return torch.stack([images[k] for k in inverse.tolist()]).permute(0, 2, 3, 1)
+        # decode_jpeg's images are [3, H, W] views of H, W, 3 pixels: stacking those views is one plain
+        # copy (stacking the views as [3, H, W] would transpose every pixel), in the requested order.
+        return torch.stack([images[k].permute(1, 2, 0) for k in inverse.tolist()])
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _reorders_frames(path: str, packets: int = 32) -> bool:
+    """Whether a video's first packets come out of display order (B-frames); False if unreadable."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            for k, packet in enumerate(container.demux(stream)):
+                if k == packets:
+                    break
+                if packet.pts is not None and packet.dts is not None and packet.pts != packet.dts:
+                    return True
+    except Exception:  # noqa: BLE001 - the chosen decoder reports what is wrong with the file
+        return False
+    return False
 
 
 def reader_for(cfg) -> str:
@@ -311,6 +386,10 @@ def open_video(path: str, backend: str = "decord"):
     if backend in BACKENDS and path.endswith(FRAME_STORE_EXT):
         raise VideoDecodeError(path, "a frame-store file: set DATA.FORMAT frames to read it")
     if backend == "decord":
+        if path.lower().endswith(".avi") and _reorders_frames(path):
+            # decord returns other frames than asked from AVI files with B-frames (measured: every frame
+            # of a sought MPEG-4 clip wrong); PyAV returns the right ones.
+            return PyAVDecoder(path)
         return DecordDecoder(path)
     if backend == "pyav":
         return PyAVDecoder(path)

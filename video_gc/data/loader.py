@@ -77,7 +77,12 @@ class VideoCollate:
         good = [item for item in items if item["inputs"] is not None]
         if good:
             # default_collate stacks straight into shared memory inside a worker (no extra copy).
-            inputs = default_collate([item["inputs"] for item in good])
+            inputs = [item["inputs"] for item in good]
+            if inputs[0].dtype == torch.uint8 and inputs[0].movedim(-4, -1).is_contiguous():
+                # uint8 train clips over channels-last pixels (VideoDataset) keep that layout.
+                inputs = default_collate([clip.movedim(-4, -1) for clip in inputs]).movedim(-1, -4)
+            else:
+                inputs = default_collate(inputs)
         else:
             inputs = torch.empty((0,) + tuple(self.input_shape))
         if self.num_samples > 1:

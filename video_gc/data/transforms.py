@@ -12,7 +12,12 @@ augmentation depends only on its seed, not on which worker produced it.
 - train: random short side in ``jitter_scales`` (uniform, or with
   ``inverse_uniform`` its reciprocal uniform), random ``crop_size`` crop,
   horizontal flip; or, when a relative area range is given (CGD recipe), a
-  random-area, random-aspect crop resized to ``crop_size``.
+  random-area, random-aspect crop resized to ``crop_size``. Both cut the crop
+  from the frame first and resize only it.
+
+Frames laid out as the decoders return them (a [T, 3, H, W] view of
+[T, H, W, 3] pixels, "channels last") take torchvision's fast uint8 resize, three
+times faster than the same frames channels-first; crops and flips keep the layout.
 - ``normalize``: ``(x / 255 - mean) / std``, returned as ``float [3, T, H, W]``.
 """
 
@@ -36,9 +41,10 @@ def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [B, 3, T, H, W] -> float on the same device, by :func:`normalize`'s arithmetic (so the
-    same numbers): what a training step does with batches that crossed over as uint8."""
-    out = batch.float()
+    """uint8 [B, 3, T, H, W] in any memory layout -> contiguous float on the same device, by
+    :func:`normalize`'s arithmetic (so the same numbers): what a training step does with batches
+    that crossed over as uint8."""
+    out = batch.to(torch.float32, memory_format=torch.contiguous_format)
     F.normalize(out.transpose(1, 2), mean=[255.0 * m for m in mean], std=[255.0 * s for s in std], inplace=True)
     return out
 
@@ -110,10 +116,20 @@ def random_short_side_crop(video: torch.Tensor, *, jitter_scales: Sequence[int],
     else:
         size = int(round(_uniform(low, high, generator)))
     size = max(size, crop_size)
-    video = resize_short_side(video, size)
     h, w = video.shape[-2:]
-    return F.crop(video, _randint(h - crop_size, generator), _randint(w - crop_size, generator),
-                  crop_size, crop_size)
+    # The frame resized to short side ``size`` would be rh x rw (torchvision's rounding); the crop
+    # is drawn there, then cut from the frame as it is and resized alone, so the pixels cropped
+    # away are never resized.
+    rh, rw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    top, left = _randint(rh - crop_size, generator), _randint(rw - crop_size, generator)
+    (y, height), (x, width) = _source_window(top, crop_size, h / rh, h), _source_window(left, crop_size, w / rw, w)
+    return F.resized_crop(video, y, x, height, width, [crop_size, crop_size], antialias=True)
+
+
+def _source_window(start: int, length: int, scale: float, limit: int) -> tuple[int, int]:
+    """(start, length) in the source of the window [start, start + length) of a copy scaled by 1 / scale."""
+    low = min(int(round(start * scale)), limit - 1)
+    return low, max(min(int(round((start + length) * scale)), limit) - low, 1)
 
 
 def random_area_crop(video: torch.Tensor, *, area_range: Sequence[float], aspect_range: Sequence[float],
