@@ -353,6 +353,9 @@ def test_loader_verdict_names_the_bottleneck_and_the_advice_that_applies():
     verdict = loader_verdict(cfg, {"data_time": 3.0, "compute_time": 7.0})
     assert "waited for data 30% of the step time" in verdict
     assert "more DATA_LOADER.NUM_WORKERS (now 0" in verdict and "--gop" in verdict and "DATA.FORMAT frames" in verdict
+    assert "DECODING_BACKEND" not in verdict  # already the default, pyav
+    decord = load_config(None, ["DATA.DECODING_BACKEND", "decord"])
+    assert "DATA.DECODING_BACKEND pyav" in loader_verdict(decord, {"data_time": 3.0, "compute_time": 7.0})
     frames = load_config(None, ["DATA.FORMAT", "frames", "DATA_LOADER.NUM_WORKERS", str(os.cpu_count())])
     verdict = loader_verdict(frames, {"data_time": 5.0, "compute_time": 5.0})
     assert "50%" in verdict and "NUM_WORKERS" not in verdict and "--gop" not in verdict

@@ -246,6 +246,8 @@ def loader_verdict(cfg, summary: dict) -> str | None:
     if workers < per_process:
         advice.append(f"more DATA_LOADER.NUM_WORKERS (now {workers}; this machine has {per_process} cores per process)")
     if cfg.DATA.FORMAT == "video":
+        if cfg.DATA.DECODING_BACKEND == "decord":
+            advice.append("DATA.DECODING_BACKEND pyav (it skips the frames a clip does not need: about 1.6x less CPU)")
         advice.append("videos re-encoded with short keyframe intervals (data_prep/resize_videos.py --gop)")
         advice.append("the JPEG frame store (data_prep/make_frame_store.py, DATA.FORMAT frames)")
     return (f"the data loader is the bottleneck: the model waited for data {100 * summary['data_time'] / step:.0f}% "
