@@ -1,5 +1,6 @@
 """JPEG frame stores (DATA.FORMAT frames), repeated augmentation (AUG.NUM_SAMPLE) and persistent workers."""
 
+import json
 import os
 import shutil
 import signal
@@ -20,8 +21,9 @@ from video_gc.data.decoder import FRAME_STORE_HEADER, FRAME_STORE_INDEX
 from video_gc.data.sampling import train_clip_indices
 from video_gc.data.synthetic_clips import make_indexed_dataset, read_frame_index
 from video_gc.prep.check import check_list
-from video_gc.prep.frame_store import FrameStoreJob, make_frame_store, partial_path, probe_frame_store, \
-    write_frame_store
+from video_gc.prep.frame_store import SETTINGS_FILE, FrameStoreJob, make_frame_store, partial_path, \
+    probe_frame_store, write_frame_store
+from video_gc.prep.lists import PrepError
 from video_gc.utils.video_io import write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,3 +307,21 @@ def test_new_keys_are_validated():
         load_config(None, ["AUG.NUM_SAMPLE", "0"])
     with pytest.raises(ConfigError, match="DATA_LOADER.PREFETCH_FACTOR: invalid value 0"):
         load_config(None, ["DATA_LOADER.PREFETCH_FACTOR", "0"])
+
+
+def test_a_store_folder_refuses_other_settings_and_changes_nothing(stores):
+    src, out = stores
+    lists = [str(src / f"{s}.csv") for s in ("train", "val", "test")]
+    before = {name: os.path.getmtime(os.path.join(d, name)) for d, _, names in os.walk(out) for name in names}
+    assert json.loads((out / SETTINGS_FILE).read_text()) == {"quality": 90, "short_side": 0}
+    done = subprocess.run([sys.executable, SCRIPT, "--list", *lists, "--output", str(out), "--quality", "75"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert (f"error: {out} holds frame stores written with quality 90, short_side 0" in done.stderr
+            and "this run asks for quality 75, short_side 0" in done.stderr), done.stderr
+    with pytest.raises(PrepError, match="short_side 0 .*asks for quality 90, short_side 48"):
+        make_frame_store(lists, str(out), short_side=48, verbose=False)
+    after = {name: os.path.getmtime(os.path.join(d, name)) for d, _, names in os.walk(out) for name in names}
+    assert after == before
+    # The same settings again: every store is kept.
+    assert make_frame_store(lists, str(out), verbose=False)["skipped"] == 5

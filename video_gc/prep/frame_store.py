@@ -15,6 +15,7 @@ reads back is skipped, and a bad source becomes a ``failed`` result with the rea
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -36,6 +37,8 @@ from video_gc.prep.resize import STATUSES, describe_counts, output_size
 from video_gc.utils.video_io import display_rotation, upright, upright_size
 
 DEFAULT_QUALITY = 90
+# In a store folder: the settings its stores were written with (JSON).
+SETTINGS_FILE = "frame_store_settings.json"
 # Frames decoded per batch when a check decodes a whole store (bounds its memory).
 _CHECK_CHUNK = 64
 
@@ -205,6 +208,24 @@ def _size(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:,.1f} MiB"
 
 
+def _check_settings(output_dir: str, settings: dict) -> None:
+    """Record the store settings in ``output_dir`` (SETTINGS_FILE), or refuse a run with other
+    ones: a kept store is never re-encoded, so a folder would otherwise mix qualities or sizes."""
+    path = os.path.join(output_dir, SETTINGS_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded != settings:
+            raise PrepError(f"{output_dir} holds frame stores written with "
+                            f"{', '.join(f'{k} {v}' for k, v in recorded.items())} ({path}); this run asks for "
+                            f"{', '.join(f'{k} {v}' for k, v in settings.items())}. Choose another --output, or "
+                            f"delete that folder to store again")
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(settings, f)
+
+
 def make_frame_store(lists: list[str], output_dir: str, *, quality: int = DEFAULT_QUALITY, short_side: int = 0,
                      workers: int = 1, prefix: str = "", separator: str = " ", report: str | None = None,
                      verbose: bool = True) -> dict:
@@ -229,6 +250,7 @@ def make_frame_store(lists: list[str], output_dir: str, *, quality: int = DEFAUL
     for path, target in written_lists.items():
         if os.path.abspath(target) == os.path.abspath(path):
             raise PrepError(f"--output {output_dir} would overwrite the list {path}; choose another folder")
+    _check_settings(output_dir, {"quality": quality, "short_side": short_side})
     jobs = [FrameStoreJob(src, outputs[src], quality=quality, short_side=short_side) for src in sources]
     start = time.time()
     results = {r.job.source: r for r in imap_progress(store_one, jobs, workers=workers, desc="frame store")}
