@@ -256,20 +256,23 @@ def _write_vfr(path: str, frames: np.ndarray) -> str:
     return path
 
 
-def _write_mpeg4_avi(path: str, frames: np.ndarray) -> str:
-    """MPEG-4 part 2 with 2 B-frames in an AVI file, as UCF-101 ships."""
+def _write_avi(path: str, frames: np.ndarray, codec: str = "mpeg4") -> str:
+    """MPEG-4 part 2 with 2 B-frames in an AVI file, as UCF-101 ships; or H.264 with x264's B-frames."""
     import av
     with av.open(path, mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
+        stream = container.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 40
+        if codec == "mpeg4":
+            stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 40
+        else:
+            stream.options = {"crf": "23", "preset": "medium", "g": "40"}
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
 
 
-@pytest.mark.parametrize("kind", ["x264_defaults", "mpeg4_avi", "vfr"])
+@pytest.mark.parametrize("kind", ["x264_defaults", "mpeg4_avi", "h264_avi", "vfr"])
 def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_path, kind):
     import av
     from video_gc.utils.video_io import VideoWriter
@@ -279,8 +282,8 @@ def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_p
         with VideoWriter(path, 64, 48, crf=23, preset="medium") as writer:
             for frame in frames:
                 writer.write(frame)
-    elif kind == "mpeg4_avi":
-        path = _write_mpeg4_avi(str(tmp_path / "v.avi"), frames)
+    elif kind.endswith("_avi"):
+        path = _write_avi(str(tmp_path / "v.avi"), frames, codec=kind.split("_")[0].replace("h264", "libx264"))
     else:
         path = _write_vfr(str(tmp_path / "v.mp4"), frames)
     with av.open(path) as container:
@@ -298,11 +301,12 @@ def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_p
         assert torch.equal(got, full.get_frames(wanted)), wanted
         if kind != "vfr":  # constant rate: frame i is the i-th frame decoded from the start
             assert np.array_equal(got.numpy(), np.stack([everything[i] for i in wanted])), wanted
-    if kind == "mpeg4_avi":  # decord's own reading of this file returns other frames: PyAV reads it
+    if kind.endswith("_avi"):
+        # decord's own reading of these files returns other frames: PyAV reads them.
         chosen = open_video(path, "decord")
         assert type(chosen) is type(full)
         assert np.array_equal(chosen.get_frames([7, 60, 111]).numpy(), np.stack([everything[i] for i in (7, 60, 111)]))
-    if kind == "mpeg4_avi":  # packets may hold two frames: never skipped
+        # AVI timestamps are no guide to which packet holds which frame: never skipped.
         assert not skipping.skip_unwanted and skipping.frames_decoded == full.frames_decoded
     else:
         assert skipping.frames_decoded < 0.8 * full.frames_decoded
@@ -310,8 +314,9 @@ def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_p
     full.close()
 
 
-@pytest.mark.parametrize("height, width", [(90, 120), (120, 90)])
-def test_train_crop_cut_before_resizing_matches_resizing_the_whole_frame(height, width):
+@pytest.mark.parametrize("height, width, jitter, crop", [(90, 120, [100, 140], 96), (120, 90, [100, 140], 96),
+                                                   (120, 126, [64, 100], 56), (126, 120, [64, 100], 56)])
+def test_train_crop_cut_before_resizing_matches_resizing_the_whole_frame(height, width, jitter, crop):
     """The crop is drawn on the frame resized to the jittered short side, as PySlowFast draws it,
     but cut from the frame as decoded and resized alone; the pixels match resize-then-crop."""
     from torchvision.transforms.v2 import functional as F
@@ -322,16 +327,17 @@ def test_train_crop_cut_before_resizing_matches_resizing_the_whole_frame(height,
     frame = torch.stack([cols * 2, rows * 2, (rows + cols) % 7 * 30]).to(torch.uint8)
     video = frame.expand(3, -1, -1, -1).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # channels last
     for seed in range(20):
-        out = T.random_short_side_crop(video, jitter_scales=[100, 140], crop_size=96,
+        out = T.random_short_side_crop(video, jitter_scales=jitter, crop_size=crop,
                                        generator=torch.Generator().manual_seed(seed))
         # The same draws, by hand: short side, then top and left in the resized frame.
         generator = torch.Generator().manual_seed(seed)
-        size = int(round(100 + 40 * torch.rand((), generator=generator, dtype=torch.float64).item()))
+        size = int(round(jitter[0] + (jitter[1] - jitter[0]) * torch.rand((), generator=generator,
+                                                                        dtype=torch.float64).item()))
         resized = F.resize(video, [size], antialias=True)
-        top = int(torch.randint(0, resized.shape[-2] - 96 + 1, (), generator=generator))
-        left = int(torch.randint(0, resized.shape[-1] - 96 + 1, (), generator=generator))
-        expected = resized[..., top:top + 96, left:left + 96]
-        assert out.shape == expected.shape == (3, 3, 96, 96)
+        top = int(torch.randint(0, resized.shape[-2] - crop + 1, (), generator=generator))
+        left = int(torch.randint(0, resized.shape[-1] - crop + 1, (), generator=generator))
+        expected = resized[..., top:top + crop, left:left + crop]
+        assert out.shape == expected.shape == (3, 3, crop, crop)
         difference = (out.float() - expected.float())[:, :2].abs()  # the two ramps
         # Within about one source pixel (2 levels) of where resize-then-crop takes each pixel.
         assert difference.mean() < 1.0 and difference.max() <= 4, (seed, difference.mean(), difference.max())

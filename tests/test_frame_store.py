@@ -269,6 +269,13 @@ def test_repeated_augmentation_decodes_once_and_gives_distinct_clips(stores, mon
     assert batch["labels"].tolist() == [i % 3 for i in batch["indices"].tolist()]
     first = build_dataset(cfg, "train")[int(batch["indices"][0])]["inputs"]
     assert torch.equal(batch["inputs"][:2], first)
+    # The same batch as uint8 for the device to normalise: channels-last rows, the same numbers.
+    from video_gc.data.transforms import normalize_batch
+    uint8_loader = construct_loader(cfg, "train", uint8_clips=True)
+    shuffle_loader(uint8_loader, 0)
+    uint8 = next(iter(uint8_loader))["inputs"]
+    assert uint8.dtype == torch.uint8 and uint8.shape == (4, 3, 8, 64, 64) and uint8.movedim(1, -1).is_contiguous()
+    assert torch.equal(normalize_batch(uint8, [MEAN] * 3, [STD] * 3), batch["inputs"])
 
 
 def test_persistent_workers_reseed_every_epoch_like_zero_workers(stores):

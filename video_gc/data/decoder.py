@@ -30,6 +30,7 @@ Every failure (missing, empty, truncated, undecodable file) is raised as
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Sequence
@@ -165,7 +166,9 @@ class PyAVDecoder:
             # AVI seeks by decoding time, which B-frames put behind the frames shown: seek a few frames early.
             self._seek_margin = AVI_SEEK_MARGIN if avi else 0
             self.num_frames = int(stream.frames or 0) or self._estimate_frames()
-            self.skip_unwanted = stream.codec_context.name in SKIPPABLE_CODECS
+            # AVI has no presentation timestamps for H.264: FFmpeg makes them up, so never skip by them.
+            self.skip_unwanted = stream.codec_context.name in SKIPPABLE_CODECS and not avi
+            self._timestamps_ok = True  # False once a seek gave frames out of timestamp order
             self.frames_decoded = 0  # a running count, for benchmarks and tests
         except VideoDecodeError:
             raise
@@ -222,6 +225,11 @@ class PyAVDecoder:
                     idx = self._frame_index(frame) if seek_to else counter
                     counter += 1
                     self.frames_decoded += 1
+                    if tail is not None and idx < tail[0]:
+                        # Timestamps out of display order (made up, as for H.264 in AVI): only counting
+                        # from the start numbers these frames right.
+                        self._timestamps_ok = False
+                        return {}
                     if idx in wanted:
                         kept[idx] = frame
                     tail = (idx, frame)
@@ -243,7 +251,7 @@ class PyAVDecoder:
         wanted = set(uniq.tolist())
         try:
             decoded = {}
-            if first > self._seek_margin and self._time_base:
+            if first > self._seek_margin and self._time_base and self._timestamps_ok:
                 decoded = self._decode_range(wanted, last, seek_to=first, skip=self.skip_unwanted)
             if not decoded or min(decoded) > first:
                 # The seek overshot or timestamps are unusable: decode from the start.
@@ -357,7 +365,14 @@ class FrameStoreDecoder:
 
 
 def _reorders_frames(path: str, packets: int = 32) -> bool:
-    """Whether a video's first packets come out of display order (B-frames); False if unreadable."""
+    """Whether a video's first packets come out of display order (B-frames); False if unreadable.
+    Asked once per file (path, size, modification time) and process."""
+    stat = os.stat(path)
+    return _probe_reordering(path, stat.st_size, stat.st_mtime_ns, packets)
+
+
+@functools.lru_cache(maxsize=65536)
+def _probe_reordering(path: str, size: int, mtime_ns: int, packets: int) -> bool:
     import av
 
     try:
@@ -378,7 +393,7 @@ def reader_for(cfg) -> str:
     return FRAME_STORE if cfg.DATA.FORMAT == "frames" else cfg.DATA.DECODING_BACKEND
 
 
-def open_video(path: str, backend: str = "decord"):
+def open_video(path: str, backend: str = "pyav"):
     """Open ``path`` with ``backend`` ("decord" or "pyav"), or a frame-store file with
     ``FRAME_STORE``; raises VideoDecodeError."""
     if backend == FRAME_STORE:
@@ -386,7 +401,7 @@ def open_video(path: str, backend: str = "decord"):
     if backend in BACKENDS and path.endswith(FRAME_STORE_EXT):
         raise VideoDecodeError(path, "a frame-store file: set DATA.FORMAT frames to read it")
     if backend == "decord":
-        if path.lower().endswith(".avi") and _reorders_frames(path):
+        if path.lower().endswith(".avi") and os.path.isfile(path) and _reorders_frames(path):
             # decord returns other frames than asked from AVI files with B-frames (measured: every frame
             # of a sought MPEG-4 clip wrong); PyAV returns the right ones.
             return PyAVDecoder(path)
