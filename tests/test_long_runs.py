@@ -433,3 +433,24 @@ def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_is_refused(tiny_
     assert ("the checkpoint stopped part-way through epoch 2 with TRAIN.BATCH_SIZE 4, and its iteration 2 means "
             "other videos with TRAIN.BATCH_SIZE 2: resume with TRAIN.BATCH_SIZE 4") in log
     assert not (out / "checkpoints" / "checkpoint_epoch_00002.pyth").exists()
+
+
+def test_resuming_with_other_training_settings_says_which(tiny_data, tmp_path):
+    """The run goes on with the new values (extending MAX_EPOCH is common), but the log names each change."""
+    out = tmp_path / "run"
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, out, "SOLVER.MAX_EPOCH", "1", "TEST.ENABLE",
+                                                       "False")]) == 0
+    mixup = ("MIXUP.ENABLE", "True", "MODEL.LOSS_FUNC", "soft_cross_entropy")
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, out, "TEST.ENABLE", "False", *mixup,
+                                                       "DATA.TRAIN_JITTER_SCALES", "[32, 40]")]) == 0
+    log = (out / "log.txt").read_text()
+    line = next(x for x in log.splitlines() if "with other training settings than its run's" in x)
+    assert ("DATA.TRAIN_JITTER_SCALES [32, 36] -> [32, 40]" in line and "MIXUP.ENABLE False -> True" in line
+            and "MODEL.LOSS_FUNC 'cross_entropy' -> 'soft_cross_entropy'" in line and "SOLVER.MAX_EPOCH 1 -> 2" in line
+            and line.count(" -> ") == 4), line
+    # Workers, paths and the like are not the recipe: only the new change is named.
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, out, "TEST.ENABLE", "False", *mixup,
+                                                       "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "SOLVER.MAX_EPOCH",
+                                                       "3", "DATA_LOADER.NUM_WORKERS", "1")]) == 0
+    last = [x for x in (out / "log.txt").read_text()[len(log):].splitlines() if "other training settings" in x]
+    assert len(last) == 1 and last[0].endswith("SOLVER.MAX_EPOCH 2 -> 3. Training goes on with the new ones"), last

@@ -22,11 +22,14 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
+
+from video_gc.config import get_key
 
 from . import checkpoint as cu
 from . import distributed as du
-from .common import EngineError, prepare_model
+from .common import EngineError, flatten_config, prepare_model
 from video_gc.utils.io import CheckpointError
 from video_gc.data.transforms import normalize_batch
 from video_gc.models.layout import autocast_context
@@ -352,6 +355,43 @@ def _log_resume(cfg, path: str, start: cu.Progress, how: str) -> None:
         logger.info("%s %s: continuing at epoch %d/%d", how, path, start.epoch + 1, cfg.SOLVER.MAX_EPOCH)
 
 
+# What a run learns from. A resume whose config changes one of these says so (and goes on with the
+# new value); SOLVER's optimizer keys are checked harder by check_optimizer_state.
+RECIPE_KEYS = ("SOLVER.", "MIXUP.", "AUG.", "BN.", "MODEL.LOSS_FUNC", "MODEL.DROPOUT_RATE", "TRAIN.BATCH_SIZE",
+               "TRAIN.FREEZE_UP_TO", "DATA.NUM_FRAMES", "DATA.SAMPLING_RATE", "DATA.TARGET_FPS", "DATA.TRAIN_",
+               "DATA.MEAN", "DATA.STD", "DATA.RANDOM_FLIP", "DATA.INV_UNIFORM_SAMPLE", "DATA.DECODING_SHORT_SIZE")
+
+
+def recipe_changes(cfg, state: dict) -> list[str]:
+    """``KEY old -> new`` for each RECIPE_KEYS setting of ``cfg`` that differs from the config the
+    checkpoint ``state`` stores (none when it stores no readable config)."""
+    try:
+        stored = yaml.safe_load(state.get("cfg") or "") or {}
+    except yaml.YAMLError:
+        return []
+
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    changes = []
+    for key, old in flatten_config(stored if isinstance(stored, dict) else {}):
+        if not key.startswith(RECIPE_KEYS):
+            continue
+        try:
+            new = get_key(cfg, key)
+        except KeyError:
+            continue
+        if plain(new) != plain(old):
+            changes.append(f"{key} {old!r} -> {plain(new)!r}")
+    return changes
+
+
+def _warn_recipe_changes(cfg, state: dict, path: str) -> None:
+    if changes := recipe_changes(cfg, state):
+        logger.warning("resuming %s with other training settings than its run's: %s. Training goes on with the "
+                       "new ones", path, "; ".join(changes))
+
+
 def _resume_from_file(cfg, model, optimizer, scaler) -> cu.Progress | None:
     """TRAIN.CHECKPOINT_FILE_PATH as PySlowFast reads it: a video_gc checkpoint of this very model
     (same names and shapes, head included) carries on from its epoch with its optimizer, unless
@@ -368,6 +408,7 @@ def _resume_from_file(cfg, model, optimizer, scaler) -> cu.Progress | None:
     if {k: tuple(v.shape) for k, v in state["model_state"].items()} != expected:
         return None  # another head or another model: its weights start a fine-tuning run
     start = cu.restore_training_state(state, path, model, optimizer, scaler)
+    _warn_recipe_changes(cfg, state, path)
     start.best_top1 = start.best_epoch = None  # checkpoint_best.pyth names a checkpoint of this folder only
     _log_resume(cfg, path, start, "TRAIN.CHECKPOINT_FILE_PATH is a checkpoint of this model; its epoch and "
                                   "optimizer resume (TRAIN.CHECKPOINT_EPOCH_RESET True would take its weights only) from")
@@ -392,6 +433,7 @@ def resume_or_initialise(cfg, model, optimizer, scaler) -> cu.Progress:
     if found:
         path, state = found
         start = cu.restore_training_state(state, path, model, optimizer, scaler)
+        _warn_recipe_changes(cfg, state, path)
         restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
         _log_resume(cfg, path, start, f"resumed (torchrun restart {restarts}) from" if restarts else "resumed from")
         return start
