@@ -69,12 +69,12 @@ def sizes(args) -> dict:
     if args.quick:
         s = dict(crop=32, frames=4, width=8, classes=10, batches=[1, 2], train_batch=2, repeats=1, warmup=1,
                  train_repeats=1, train_warmup=1, workers=1, data_batches=2, r50_videos=2, r50_video_seconds=1.0,
-                 r50_video_size=(64, 80), demo_videos_per_class=1, demo_batch=4, demo_width=4)
+                 r50_video_size=(64, 80), demo_videos_per_class=1, demo_batch=4, demo_width=4, jpeg_clips=2)
     else:
         s = dict(crop=224, frames=8, width=64, classes=400, batches=[1, 32], train_batch=32, repeats=10, warmup=3,
                  train_repeats=5, train_warmup=2, workers=max(1, min(14, cpus - 2)), data_batches=None,
                  r50_videos=16, r50_video_seconds=10.0, r50_video_size=(256, 340), demo_videos_per_class=4,
-                 demo_batch=16, demo_width=8)
+                 demo_batch=16, demo_width=8, jpeg_clips=32)
     for key in ("crop", "frames", "width", "train_batch", "repeats", "workers"):
         value = getattr(args, key, None)
         if value is not None:
@@ -332,6 +332,13 @@ def _data_table(result: dict) -> str:
                      f"{_fmt(r.get('resident_step_ms'), '.1f'):>11} "
                      f"{_fmt(r.get('loader_step_ms'), '.1f'):>9} {_fmt(r.get('loader_wait_ms'), '.1f'):>8} "
                      f"{_fmt(r.get('data_share'), '.2f'):>6} {_fmt(r.get('loader_only_clips_per_s'), '.1f'):>14}")
+    jpeg = result.get("jpeg_decode")
+    if jpeg:
+        gpu = (f"GPU (one batched call of {jpeg['clips'] * jpeg['frames_per_clip']} images) "
+               f"{_fmt(jpeg['cuda_ms_per_clip'], '.3f')} ms wall" if jpeg["cuda_ms_per_clip"] is not None
+               else "GPU: not measured (no CUDA)")
+        lines.append(f"  frame-store JPEG decoding, {jpeg['frames_per_clip']} images of {jpeg['size']} at quality "
+                     f"{jpeg['quality']} per clip: CPU (one thread) {_fmt(jpeg['cpu_ms_per_clip'], '.3f')} ms; {gpu}")
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
 
@@ -969,6 +976,52 @@ def section_data(ctx, rec) -> None:
             run["precision"] = precision
             rec.append("runs", run)
             log(f"data {name} {precision}: {run}")
+    if rec.left() > 10:
+        rec.data["result"]["jpeg_decode"] = _jpeg_decode(torch, device, clips=ctx.jpeg_clips)
+        rec.flush()
+        log(f"data jpeg_decode: {rec.data['result']['jpeg_decode']}")
+
+
+def _jpeg_decode(torch, device, *, clips: int, frames: int = 8, repeats: int = 5) -> dict:
+    """A frame store's decoding, CPU against GPU: ``clips`` training clips of ``frames`` JPEG images
+    (340x256, quality 90, textured) decoded by one CPU thread, one clip per call as a loader worker
+    does, and on the GPU in one batched ``decode_jpeg(device="cuda")`` call, the main-process
+    alternative. Median ms per clip."""
+    import statistics
+
+    import torch.nn.functional as F
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    from video_gc.prep.frame_store import DEFAULT_QUALITY
+
+    gen = torch.Generator().manual_seed(0)
+    base = F.interpolate(torch.rand(1, 3, 40, 54, generator=gen), size=(256, 340), mode="bicubic", align_corners=False)
+    images = [encode_jpeg(((base[0] + 0.02 * i).clamp(0, 1) * 255).to(torch.uint8), quality=DEFAULT_QUALITY)
+              for i in range(clips * frames)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cpu = []
+    try:
+        for _ in range(repeats):
+            for k in range(clips):
+                start = time.process_time()
+                decode_jpeg(images[k * frames:(k + 1) * frames])
+                cpu.append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    out = {"clips": clips, "frames_per_clip": frames, "size": "340x256", "quality": DEFAULT_QUALITY,
+           "cpu_ms_per_clip": round(1000 * statistics.median(cpu), 3), "cuda_ms_per_clip": None}
+    if device.type == "cuda":
+        decode_jpeg(images, device=device)  # first call: nvJPEG's set-up
+        _sync(device)
+        wall = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            decode_jpeg(images, device=device)
+            _sync(device)
+            wall.append(time.perf_counter() - start)
+        out["cuda_ms_per_clip"] = round(1000 * statistics.median(wall) / clips, 3)
+    return out
 
 
 def _data_run(ctx, rec, torch, device, name, cfg_file, folder, opts, workers, fill, measured, *,
