@@ -272,7 +272,20 @@ def _write_avi(path: str, frames: np.ndarray, codec: str = "mpeg4") -> str:
     return path
 
 
-@pytest.mark.parametrize("kind", ["x264_defaults", "mpeg4_avi", "h264_avi", "vfr"])
+def _write_hevc(path: str, frames: np.ndarray) -> str:
+    """HEVC with x265's defaults (B-frames, keyframes every 250 frames and at scene cuts)."""
+    import av
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("libx265", rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"x265-params": "log-level=error"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["x264_defaults", "hevc", "mpeg4_avi", "h264_avi", "vfr"])
 def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_path, kind):
     import av
     from video_gc.utils.video_io import VideoWriter
@@ -282,6 +295,8 @@ def test_pyav_skipping_unwanted_frames_returns_the_frames_of_a_full_decode(tmp_p
         with VideoWriter(path, 64, 48, crf=23, preset="medium") as writer:
             for frame in frames:
                 writer.write(frame)
+    elif kind == "hevc":
+        path = _write_hevc(str(tmp_path / "v.mp4"), frames)
     elif kind.endswith("_avi"):
         path = _write_avi(str(tmp_path / "v.avi"), frames, codec=kind.split("_")[0].replace("h264", "libx264"))
     else:
