@@ -73,7 +73,8 @@ def test_quick_cpu_run_writes_every_section(tmp_path):
         assert run["workers"] == 1
     assert all(runs[c, "fp32"]["loader_only_clips_per_s"] > 0 for c in ("demo", "slow_r50"))
     jpeg = s["data"]["jpeg_decode"]
-    assert jpeg["clips"] == 2 and jpeg["cpu_ms_per_clip"] > 0 and jpeg["cuda_ms_per_clip"] is None  # no CUDA here
+    assert jpeg["clips"] == 2 and jpeg["cpu_ms_per_clip"] > 0
+    assert jpeg["cuda_ms_per_clip"] is None and jpeg["cuda_error"] == "not run on CUDA"
     text = (out / "check_gpu.txt").read_text()
     for needle in ("where the time went", "inference: ours vs PyTorchVideo", "training step", "data path:",
                    "compile: ours vs PyTorchVideo", "frame-store JPEG decoding, 8 images of 340x256 at quality 90"):

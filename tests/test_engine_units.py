@@ -359,3 +359,21 @@ def test_loader_verdict_names_the_bottleneck_and_the_advice_that_applies():
     frames = load_config(None, ["DATA.FORMAT", "frames", "DATA_LOADER.NUM_WORKERS", str(os.cpu_count())])
     verdict = loader_verdict(frames, {"data_time": 5.0, "compute_time": 5.0})
     assert "50%" in verdict and "NUM_WORKERS" not in verdict and "--gop" not in verdict
+
+
+def test_recipe_changes_compares_values_not_types_and_never_raises():
+    import yaml
+
+    from video_gc.engine.train import recipe_changes
+
+    cfg = load_config(None, [])
+    same = {"cfg": cfg.dump()}
+    assert recipe_changes(cfg, same) == []  # tuples dumped as lists, ints, floats: all equal
+    stored = yaml.safe_load(cfg.dump())
+    stored["SOLVER"]["MAX_EPOCH"] = 7
+    stored["SOLVER"]["BASE_LR"] = {"NESTED": 1}  # a key this version does not nest: skipped
+    stored["SOLVER"]["GONE_KEY"] = 3  # a key this version does not have: skipped
+    stored["DATA"]["PATH_TO_DATA_DIR"] = "elsewhere"  # not the recipe
+    assert recipe_changes(cfg, {"cfg": yaml.safe_dump(stored)}) == [f"SOLVER.MAX_EPOCH 7 -> {cfg.SOLVER.MAX_EPOCH}"]
+    assert recipe_changes(cfg, {"cfg": b"not text"}) == [] and recipe_changes(cfg, {}) == []
+    assert recipe_changes(cfg, {"cfg": "{unclosed"}) == []

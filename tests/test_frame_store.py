@@ -324,11 +324,19 @@ def test_a_store_folder_refuses_other_settings_and_changes_nothing(stores):
     done = subprocess.run([sys.executable, SCRIPT, "--list", *lists, "--output", str(out), "--quality", "75"],
                           capture_output=True, text=True)
     assert done.returncode == 1
-    assert (f"error: {out} holds frame stores written with quality 90, short_side 0" in done.stderr
-            and "this run asks for quality 75, short_side 0" in done.stderr), done.stderr
-    with pytest.raises(PrepError, match="short_side 0 .*asks for quality 90, short_side 48"):
+    assert (f"error: {out} was stored with --quality 90, --short-side 0" in done.stderr
+            and "this run asks for --quality 75, --short-side 0" in done.stderr), done.stderr
+    with pytest.raises(PrepError, match="asks for --quality 90, --short-side 48"):
         make_frame_store(lists, str(out), short_side=48, verbose=False)
     after = {name: os.path.getmtime(os.path.join(d, name)) for d, _, names in os.walk(out) for name in names}
     assert after == before
     # The same settings again: every store is kept.
     assert make_frame_store(lists, str(out), verbose=False)["skipped"] == 5
+    # A damaged record is one clear error, not a traceback.
+    record = (out / SETTINGS_FILE).read_text()
+    (out / SETTINGS_FILE).write_text("{")
+    try:
+        with pytest.raises(PrepError, match="is not a frame-store settings record"):
+            make_frame_store(lists, str(out), verbose=False)
+    finally:
+        (out / SETTINGS_FILE).write_text(record)

@@ -217,7 +217,7 @@ _C.DATA.TEST_CROP_SIZE = 256
 _C.DATA.TARGET_FPS = 30
 # Read by the train dataset: each train clip's TARGET_FPS is raised by uniform [0, this) (PySlowFast).
 _C.DATA.TRAIN_JITTER_FPS = 0.0
-# pyav | decord. PyAV, which skips the unneeded non-reference frames, costs 0.6-0.67x decord's CPU
+# pyav | decord. PyAV, which skips the unneeded non-reference frames, costs 0.59-0.67x decord's CPU
 # per training clip on downloaded videos (docs/data_pipeline.md#decoding).
 _C.DATA.DECODING_BACKEND = "pyav"
 # video_gc: what the lists point at: "video" files (decoded by DECODING_BACKEND) or "frames", the

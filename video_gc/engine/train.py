@@ -365,8 +365,9 @@ RECIPE_KEYS = ("SOLVER.", "MIXUP.", "AUG.", "BN.", "MODEL.LOSS_FUNC", "MODEL.DRO
 def recipe_changes(cfg, state: dict) -> list[str]:
     """``KEY old -> new`` for each RECIPE_KEYS setting of ``cfg`` that differs from the config the
     checkpoint ``state`` stores (none when it stores no readable config)."""
+    text = state.get("cfg")
     try:
-        stored = yaml.safe_load(state.get("cfg") or "") or {}
+        stored = yaml.safe_load(text) if isinstance(text, str) else {}
     except yaml.YAMLError:
         return []
 
@@ -379,7 +380,7 @@ def recipe_changes(cfg, state: dict) -> list[str]:
             continue
         try:
             new = get_key(cfg, key)
-        except KeyError:
+        except (KeyError, TypeError):  # a key this version no longer has, or no longer nests
             continue
         if plain(new) != plain(old):
             changes.append(f"{key} {old!r} -> {plain(new)!r}")
@@ -387,7 +388,13 @@ def recipe_changes(cfg, state: dict) -> list[str]:
 
 
 def _warn_recipe_changes(cfg, state: dict, path: str) -> None:
-    if changes := recipe_changes(cfg, state):
+    """Log (rank 0) the RECIPE_KEYS changes since the checkpoint's run; never stops a resume."""
+    try:
+        changes = recipe_changes(cfg, state) if du.is_master() else []
+    except Exception as err:  # noqa: BLE001 - a stored config this check cannot read is not an error
+        logger.info("could not compare the training settings with %s's (%s)", path, err)
+        changes = []
+    if changes:
         logger.warning("resuming %s with other training settings than its run's: %s. Training goes on with the "
                        "new ones", path, "; ".join(changes))
 

@@ -208,21 +208,36 @@ def _size(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:,.1f} MiB"
 
 
+def _settings_text(settings: dict) -> str:
+    return f"--quality {settings['quality']}, --short-side {settings['short_side']}"
+
+
 def _check_settings(output_dir: str, settings: dict) -> None:
     """Record the store settings in ``output_dir`` (SETTINGS_FILE), or refuse a run with other
-    ones: a kept store is never re-encoded, so a folder would otherwise mix qualities or sizes."""
+    ones: a kept store is never re-encoded, so a folder would otherwise mix qualities or sizes.
+    The record is created exclusively, so of two runs started together with other settings one stops."""
     path = os.path.join(output_dir, SETTINGS_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            recorded = json.load(f)
-        if recorded != settings:
-            raise PrepError(f"{output_dir} holds frame stores written with "
-                            f"{', '.join(f'{k} {v}' for k, v in recorded.items())} ({path}); this run asks for "
-                            f"{', '.join(f'{k} {v}' for k, v in settings.items())}. Choose another --output, or "
-                            f"delete that folder to store again")
-        return
     os.makedirs(output_dir, exist_ok=True)
-    with open(path, "w") as f:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        recorded = None
+        for _ in range(20):  # another run may be writing it this instant
+            try:
+                with open(path) as f:
+                    recorded = json.load(f)
+                break
+            except json.JSONDecodeError:
+                time.sleep(0.05)
+        if not isinstance(recorded, dict) or set(recorded) != set(settings):
+            raise PrepError(f"{path} is not a frame-store settings record (it should hold {json.dumps(settings)}); "
+                            f"fix or delete it") from None
+        if recorded != settings:
+            raise PrepError(f"{output_dir} was stored with {_settings_text(recorded)} ({path}); this run asks for "
+                            f"{_settings_text(settings)}. A kept store is never re-encoded: choose another "
+                            f"--output, or delete that folder to store again") from None
+        return
+    with os.fdopen(fd, "w") as f:
         json.dump(settings, f)
 
 
