@@ -162,28 +162,20 @@ class PyAVDecoder:
             self._stream = stream
             self._time_base = float(stream.time_base) if stream.time_base else 0.0
             avi = self._container.format.name == "avi"
-            self._start_pts = self._first_pts() if avi else stream.start_time or 0
+            self._start_pts = _avi_first_pts(*_file_key(path)) if avi else stream.start_time or 0
             # AVI seeks by decoding time, which B-frames put behind the frames shown: seek a few frames early.
             self._seek_margin = AVI_SEEK_MARGIN if avi else 0
             self.num_frames = int(stream.frames or 0) or self._estimate_frames()
             # AVI has no presentation timestamps for H.264: FFmpeg makes them up, so never skip by them.
             self.skip_unwanted = stream.codec_context.name in SKIPPABLE_CODECS and not avi
             self._timestamps_ok = True  # False once a seek gave frames out of timestamp order
-            self.frames_decoded = 0  # a running count, for benchmarks and tests
+            self.frames_decoded = 0  # a running count: what skipping saves shows in it
         except VideoDecodeError:
             raise
         except Exception as err:
             raise VideoDecodeError(path, describe_error(err)) from err
         if self.num_frames <= 0 or self.fps <= 0:
             raise VideoDecodeError(path, f"no decodable video frames (frames={self.num_frames}, fps={self.fps})")
-
-    def _first_pts(self) -> int:
-        """The first frame's timestamp. AVI's start time is the first packet's decoding time,
-        which B-frames put one frame before the first frame shown."""
-        for frame in self._container.decode(self._stream):
-            self._container.seek(0, stream=self._stream)
-            return frame.pts or 0
-        return 0
 
     def _estimate_frames(self) -> int:
         if self._stream.duration and self._time_base:
@@ -364,15 +356,28 @@ class FrameStoreDecoder:
             self._fd = None
 
 
-def _reorders_frames(path: str, packets: int = 32) -> bool:
-    """Whether a video's first packets come out of display order (B-frames); False if unreadable.
-    Asked once per file (path, size, modification time) and process."""
+def _file_key(path: str) -> tuple[str, int, int]:
+    """(path, size, modification time): what the per-file caches below are keyed by."""
     stat = os.stat(path)
-    return _probe_reordering(path, stat.st_size, stat.st_mtime_ns, packets)
+    return path, stat.st_size, stat.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=65536)
-def _probe_reordering(path: str, size: int, mtime_ns: int, packets: int) -> bool:
+def _avi_first_pts(path: str, size: int, mtime_ns: int) -> int:
+    """The first frame's timestamp, once per file and process. AVI's start time is the first
+    packet's decoding time, which B-frames put one frame before the first frame shown."""
+    import av
+
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            return frame.pts or 0
+    return 0
+
+
+@functools.lru_cache(maxsize=65536)
+def _reorders_frames(path: str, size: int, mtime_ns: int, packets: int = 32) -> bool:
+    """Whether a video's first packets come out of display order (B-frames); False if unreadable.
+    Asked once per file and process."""
     import av
 
     try:
@@ -401,7 +406,7 @@ def open_video(path: str, backend: str = "pyav"):
     if backend in BACKENDS and path.endswith(FRAME_STORE_EXT):
         raise VideoDecodeError(path, "a frame-store file: set DATA.FORMAT frames to read it")
     if backend == "decord":
-        if path.lower().endswith(".avi") and os.path.isfile(path) and _reorders_frames(path):
+        if path.lower().endswith(".avi") and os.path.isfile(path) and _reorders_frames(*_file_key(path)):
             # decord returns other frames than asked from AVI files with B-frames (measured: every frame
             # of a sought MPEG-4 clip wrong); PyAV returns the right ones.
             return PyAVDecoder(path)
