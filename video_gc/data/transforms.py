@@ -14,11 +14,11 @@ augmentation depends only on its seed, not on which worker produced it.
   horizontal flip; or, when a relative area range is given (CGD recipe), a
   random-area, random-aspect crop resized to ``crop_size``. Both cut the crop
   from the frame first and resize only it.
+- ``normalize``: ``(x / 255 - mean) / std``, returned as ``float [3, T, H, W]``.
 
 Frames laid out as the decoders return them (a [T, 3, H, W] view of
 [T, H, W, 3] pixels, "channels last") take torchvision's fast uint8 resize, three
 times faster than the same frames channels-first; crops and flips keep the layout.
-- ``normalize``: ``(x / 255 - mean) / std``, returned as ``float [3, T, H, W]``.
 """
 
 from __future__ import annotations
