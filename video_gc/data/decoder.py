@@ -137,8 +137,13 @@ class PyAVDecoder:
     all: the decoder's ``skip_frame`` is set to ``NONREF`` for its packet. That
     cannot change any other frame, and on x264's default B-frame layout it
     saves a third of a training clip's decoding. Packets are matched to frame
-    numbers by timestamp, so this is done for H.264 and HEVC only, whose packets
-    hold one frame each (MPEG-4 part 2 in AVI may pack two frames in one).
+    numbers by timestamp, so this is done for H.264 and HEVC outside AVI only,
+    whose packets hold one frame each and carry its presentation time.
+
+    AVI files: frames are numbered from the first frame's timestamp (AVI's start
+    time is a decoding time), seeks start a few frames early, and when a seek
+    gives frames out of timestamp order (H.264 in AVI, whose timestamps FFmpeg
+    makes up) the video is decoded from its start and its frames counted.
 
     The frame count comes from the container header (``stream.frames``) or,
     when that is missing, from duration x fps; both can be wrong, so a wanted
