@@ -1,5 +1,6 @@
 """Resizing: sizes, fps, trimming, bad inputs, resume after an interruption, idempotence; the
-keyframe interval (--gop) on both encode paths, recorded in each output; the bundled ffmpeg CLI."""
+keyframe interval (--gop) and the B-frame layout (--bframes) on both encode paths, recorded in
+each output; the bundled ffmpeg CLI."""
 
 import importlib.util
 import os
@@ -10,14 +11,15 @@ import sys
 import time
 
 import av
+from av.video.frame import PictureType
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
 from prep_helpers import broken_files, frame_levels, ramp_video, stream_info
 from video_gc.prep.probe import probe_video
-from video_gc.prep.resize import (DEFAULT_GOP, DEFAULT_TUNE, ResizeJob, ffmpeg_exe, output_size, recorded_settings,
-                                  resize_one, resize_videos)
+from video_gc.prep.resize import (DEFAULT_BFRAMES, DEFAULT_GOP, DEFAULT_TUNE, ResizeJob, ffmpeg_exe, output_size,
+                                  recorded_settings, resize_one, resize_videos)
 from video_gc.utils.video_io import write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,7 +179,7 @@ def test_gop_caps_the_keyframe_interval_and_is_recorded(tmp_path, backend):
     # "auto" takes the ffmpeg CLI: imageio-ffmpeg's binary where the system has none
     used = "pyav" if backend == "pyav" else "ffmpeg"
     assert recorded_settings(str(out)) == {"short_side": 32, "crf": 18, "gop": 6, "tune": "fastdecode",
-                                           "backend": used}
+                                           "bframes": 3, "backend": used}
     assert ResizeJob(src, str(out)).gop == DEFAULT_GOP
     with pytest.raises(ValueError, match="gop must be a whole number of frames >= 1, got 0"):
         ResizeJob(src, str(out), gop=0)
@@ -202,8 +204,47 @@ def test_tune_fastdecode_by_default_is_recorded_and_in_the_stream(tmp_path, back
     # the folder resizer passes both on
     resize_videos([src], str(tmp_path / "folder"), short_side=32, backend=backend, tune="none", crf=23, verbose=False)
     assert recorded_settings(str(tmp_path / "folder" / "in.mp4")) == {"short_side": 32, "crf": 23, "gop": DEFAULT_GOP,
-                                                                      "tune": "none", "backend": backend}
+                                                                      "tune": "none", "bframes": DEFAULT_BFRAMES,
+                                                                      "backend": backend}
     assert x264_options(tmp_path / "folder" / "in.mp4")["crf"].startswith("23.0")
+
+
+def picture_types(path, skip_frame="DEFAULT"):
+    """The picture type ("I", "P", "B") of every frame decoded with the decoder's ``skip_frame``."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = skip_frame
+        return [PictureType(frame.pict_type).name for frame in container.decode(stream)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bframes_are_never_references_so_a_reader_can_skip_each(tmp_path, backend):
+    # texture panning across the frame: content on which B-frames pay (x264 may still make a B-frame a
+    # P-frame where they do not, e.g. on flat frames fading)
+    texture = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    src = write_video(str(tmp_path / "in.mp4"), np.stack([np.roll(texture, 2 * i, axis=1) for i in range(40)]),
+                      fps=10.0)
+    out = tmp_path / "out.mp4"
+    assert resize_one(ResizeJob(src, str(out), 32, backend=backend, gop=16)).status == "written"
+    assert DEFAULT_BFRAMES == 3 and recorded_settings(str(out))["bframes"] == 3
+    options = x264_options(out)
+    assert (options["bframes"], options["b_pyramid"], options["b_adapt"]) == ("3", "0", "0")
+    types = picture_types(out)
+    # always 3 B-frames between reference frames, except where a keyframe or the end cuts a run short
+    assert len(types) == 40 and types.count("B") >= 24
+    assert "BBBB" not in "".join(types)
+    # no frame refers to a B-frame: a decoder told to skip non-reference frames drops every one of them
+    # and still decodes every I and P frame
+    assert picture_types(out, "NONREF") == [t for t in types if t != "B"]
+
+    # x264's own layout, recorded as such: adaptive B-frames with a B-pyramid (some B-frames are references)
+    own = tmp_path / "own.mp4"
+    assert resize_one(ResizeJob(src, str(own), 32, backend=backend, gop=16, bframes=None)).status == "written"
+    assert recorded_settings(str(own))["bframes"] == "x264"
+    options = x264_options(own)
+    assert (options["b_pyramid"], options["b_adapt"]) == ("2", "1")
+    with pytest.raises(ValueError, match="bframes must be a whole number from 0 to 16 or None"):
+        ResizeJob(src, str(out), bframes=17)
 
 
 def test_rerun_with_another_gop_keeps_the_outputs_and_says_so(tmp_path, capsys):
@@ -234,11 +275,12 @@ def test_scripts_pass_gop_tune_and_crf_to_every_resize(tmp_path, capsys):
     kinetics = tmp_path / "kinetics"
     assert script_main("kinetics")(["--annotations", str(tmp_path / "train.csv"), "--videos", str(tmp_path / "raw"),
                                     "--output", str(kinetics), "--short-side", "32", "--workers", "1",
-                                    "--gop", "3", "--tune", "none", "--crf", "30"]) == 0
+                                    "--gop", "3", "--tune", "none", "--crf", "30", "--bframes", "x264"]) == 0
     assert "videos (gop 3): 1 written" in capsys.readouterr().out
     written = kinetics / "videos" / "abseiling" / "aaaaaaaaa01_000000_000010.mp4"
     recorded = recorded_settings(str(written))
-    assert (recorded["gop"], recorded["tune"], recorded["crf"]) == (3, "none", 30) and max_keyframe_gap(written) <= 3
+    assert (recorded["gop"], recorded["tune"], recorded["crf"], recorded["bframes"]) == (3, "none", 30, "x264")
+    assert max_keyframe_gap(written) <= 3
 
     root, lists = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
     ramp_video(root / "Archery" / "v_Archery_g01_c01.avi", num_frames=20)
@@ -249,10 +291,10 @@ def test_scripts_pass_gop_tune_and_crf_to_every_resize(tmp_path, capsys):
     (lists / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
     ucf = tmp_path / "ucf"
     assert script_main("ucf101")(["--root", str(root), "--splits", str(lists), "--output", str(ucf),
-                                  "--short-side", "32", "--workers", "1", "--gop", "4"]) == 0
+                                  "--short-side", "32", "--workers", "1", "--gop", "4", "--bframes", "5"]) == 0
     for name in ("v_Archery_g01_c01.mp4", "v_Archery_g02_c01.mp4"):
         recorded = recorded_settings(str(ucf / "videos" / "Archery" / name))
-        assert (recorded["gop"], recorded["tune"], recorded["crf"]) == (4, "fastdecode", 18)
+        assert (recorded["gop"], recorded["tune"], recorded["crf"], recorded["bframes"]) == (4, "fastdecode", 18, 5)
 
     plain = tmp_path / "plain"
     assert script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--short-side", "32",
@@ -262,7 +304,8 @@ def test_scripts_pass_gop_tune_and_crf_to_every_resize(tmp_path, capsys):
     assert script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--short-side", "32",
                                          "--workers", "1"]) == 0
     assert "2 of the existing outputs were written with another --gop" in capsys.readouterr().out
-    for bad, why in (("0", "0 is not >= 1"), ("x", "'x' is not a whole number")):
+    for option, bad, why in (("--gop", "0", "0 is not >= 1"), ("--gop", "x", "'x' is not a whole number"),
+                             ("--bframes", "17", "'17' is not a whole number from 0 to 16 or x264")):
         with pytest.raises(SystemExit) as stop:
-            script_main("resize_videos")(["--input", str(root), "--output", str(plain), "--gop", bad])
-        assert stop.value.code == 2 and f"argument --gop: {why}" in capsys.readouterr().err
+            script_main("resize_videos")(["--input", str(root), "--output", str(plain), option, bad])
+        assert stop.value.code == 2 and f"argument {option}: {why}" in capsys.readouterr().err

@@ -9,6 +9,7 @@ against PyTorchVideo, PySlowFast's way and the decoding floors.
     python tools/benchmark_data.py --train              # 6 Kinetics-like videos, 12 clips each
     python tools/benchmark_data.py --train --source-size 640x360   # sources as large as downloads
     python tools/benchmark_data.py --train --gops 16 32 --videos-dir DIR --limit 6
+    python tools/benchmark_data.py --train --bframes 3 x264   # skippable B-frames against x264's own
 """
 
 import argparse
@@ -25,7 +26,8 @@ from video_gc.config import load_config  # noqa: E402
 from video_gc.bench.data import format_table, make_benchmark_videos, run_benchmark  # noqa: E402
 from video_gc.bench.train_data import format_train_table, make_kinetics_like_videos, run_train_benchmark  # noqa: E402
 from video_gc.data.lists import DataListError, find_videos  # noqa: E402
-from video_gc.prep.resize import DEFAULT_GOP, DEFAULT_SHORT_SIDE  # noqa: E402
+from video_gc.prep.cli import bframes  # noqa: E402
+from video_gc.prep.resize import DEFAULT_BFRAMES, DEFAULT_GOP, DEFAULT_SHORT_SIDE  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,6 +49,9 @@ def main(argv=None) -> int:
     train.add_argument("--gops", type=int, nargs="+", default=[DEFAULT_GOP],
                        help=f"re-encode with each of these --gop values (default {DEFAULT_GOP}); "
                             "--gop 1 (all-intra, for the floor) and 250 (size reference) are always made")
+    train.add_argument("--bframes", type=bframes, nargs="+", default=[DEFAULT_BFRAMES],
+                       help=f"and with each of these resizer --bframes values (default {DEFAULT_BFRAMES}; "
+                            "x264: x264's own layout)")
     train.add_argument("--seconds", type=float, default=10.0, help="length of the generated videos (default 10)")
     train.add_argument("--source-size", default="340x256", help="WxH of the generated videos (default 340x256)")
     train.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE, help="of the re-encodes (default 256)")
@@ -81,7 +86,7 @@ def main(argv=None) -> int:
         result = run_train_benchmark(cfg, paths, cache_dir=args.cache_dir, gops=tuple(args.gops), clips=args.clips,
                                      source_name=source, backends=tuple(args.backends),
                                      with_pytorchvideo=not args.no_pytorchvideo, short_side=args.short_side,
-                                     uint8_clips=args.normalize_on == "device")
+                                     uint8_clips=args.normalize_on == "device", bframes=tuple(args.bframes))
         print(json.dumps(result) if args.json else format_train_table(result))
         return 0
     result = run_benchmark(cfg, paths, repeats=args.repeats, workers=tuple(args.workers),

@@ -7,7 +7,8 @@ batch, on one thread of one process, for each way of storing the same videos
 - the source videos: by default generated Kinetics-like (340x256, 10 s at 30 fps,
   motion, two scene cuts) with x264's defaults, so keyframes come only every 250
   frames and at scene cuts, with B-frames;
-- the same videos re-encoded by our resizer with ``--gop N`` (each N asked for);
+- the same videos re-encoded by our resizer with ``--gop N`` (each N asked for), and
+  ``--bframes B`` (each B asked for; the name shows a B other than the default);
 - the same videos re-encoded with ``--gop 1`` (all-intra: every frame a keyframe),
   for the floor row below.
 
@@ -68,7 +69,7 @@ from video_gc.data.lists import write_list
 from video_gc.data.loader import VideoCollate
 from video_gc.data.sampling import train_clip_indices
 from video_gc.prep.frame_store import DEFAULT_QUALITY, FrameStoreJob, store_one
-from video_gc.prep.resize import DEFAULT_SHORT_SIDE, DEFAULT_TUNE, ResizeJob, run_jobs
+from video_gc.prep.resize import DEFAULT_BFRAMES, DEFAULT_SHORT_SIDE, DEFAULT_TUNE, X264_OWN, ResizeJob, run_jobs
 from video_gc.utils.video_io import VideoWriter
 
 # x264's own keyframe interval: the resizer's --gop for "keyframes as x264 places them".
@@ -197,15 +198,18 @@ def _sources_key(paths: list[str]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def reencode(paths: list[str], folder: str, *, gop: int, short_side: int = DEFAULT_SHORT_SIDE) -> Storage:
-    """The videos re-encoded by the resizer with ``gop`` into ``folder`` (kept for the next run)."""
+def reencode(paths: list[str], folder: str, *, gop: int, short_side: int = DEFAULT_SHORT_SIDE,
+             bframes: int | None = DEFAULT_BFRAMES) -> Storage:
+    """The videos re-encoded by the resizer with ``gop`` and ``bframes`` into ``folder`` (kept for the next run)."""
     outputs = [os.path.join(folder, f"{i:04d}_{os.path.splitext(os.path.basename(p))[0]}.mp4")
                for i, p in enumerate(paths)]
-    jobs = [ResizeJob(src, out, short_side, gop=gop) for src, out in zip(paths, outputs)]
+    jobs = [ResizeJob(src, out, short_side, gop=gop, bframes=bframes) for src, out in zip(paths, outputs)]
     for result in run_jobs(jobs, desc=f"gop {gop}"):
         if result.status not in ("written", "skipped") or result.other_gop:
             raise RuntimeError(f"re-encoding {result.job.source} with gop {gop}: {result.status} {result.reason}")
     name = "resized --gop 1 (all-intra)" if gop == 1 else f"resized --gop {gop}"
+    if gop != 1 and bframes != DEFAULT_BFRAMES:
+        name += f" --bframes {X264_OWN if bframes is None else bframes}"
     return Storage(name, tuple(outputs), gop=gop)
 
 
@@ -469,18 +473,19 @@ def _run_clip(row: Row, index: int, round_index: int):
 
 # --------------------------------------------------------------------- run
 def prepare_storages(sources: list[str], cache_dir: str, *, gops: tuple[int, ...], source_name: str,
-                     short_side: int = DEFAULT_SHORT_SIDE, frame_store: bool = True) -> tuple[list[Storage], Storage]:
-    """The timed storages (the source, each ``gops`` re-encode, the all-intra one, the frame store)
-    and the ``--gop 250`` re-encode that only serves as the size reference."""
+                     short_side: int = DEFAULT_SHORT_SIDE, frame_store: bool = True,
+                     bframes: tuple[int | None, ...] = (DEFAULT_BFRAMES,)) -> tuple[list[Storage], Storage]:
+    """The timed storages (the source, a re-encode for each of ``gops`` x ``bframes``, the all-intra
+    one, the frame store) and the ``--gop 250`` re-encode that only serves as the size reference."""
     folder = os.path.join(cache_dir, "resized", _sources_key(sources))
 
-    def encode(gop: int) -> Storage:
+    def encode(gop: int, b: int | None = DEFAULT_BFRAMES) -> Storage:
         # The folder names every setting, so a cached re-encode made with other defaults is not reused.
-        return reencode(sources, os.path.join(folder, f"short{short_side}_gop{gop}_{DEFAULT_TUNE}"), gop=gop,
-                        short_side=short_side)
+        name = f"short{short_side}_gop{gop}_{DEFAULT_TUNE}_b{X264_OWN if b is None else b}"
+        return reencode(sources, os.path.join(folder, name), gop=gop, short_side=short_side, bframes=b)
 
     storages = [Storage(source_name, tuple(sources))]
-    storages += [encode(gop) for gop in dict.fromkeys(gops) if gop != 1]
+    storages += [encode(gop, b) for gop in dict.fromkeys(gops) if gop != 1 for b in dict.fromkeys(bframes)]
     storages.append(encode(1))
     if frame_store:
         storages.append(make_frame_store_storage(sources, os.path.join(folder, f"frames{short_side}"),
@@ -492,7 +497,7 @@ def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[
                         source_name: str, backends: tuple[str, ...] = ("decord", "pyav"),
                         with_pytorchvideo: bool = True, short_side: int = DEFAULT_SHORT_SIDE,
                         frame_store: bool = True, extra_storages: tuple[Storage, ...] = (),
-                        uint8_clips: bool = True) -> dict:
+                        uint8_clips: bool = True, bframes: tuple[int | None, ...] = (DEFAULT_BFRAMES,)) -> dict:
     """Every row on every storage; returns the dict that ``--json`` prints.
 
     ``extra_storages``: more ways of storing the same videos, in the same order (see Storage).
@@ -501,7 +506,7 @@ def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[
     """
     torch.set_num_threads(1)
     storages, reference = prepare_storages(sources, cache_dir, gops=gops, source_name=source_name,
-                                           short_side=short_side, frame_store=frame_store)
+                                           short_side=short_side, frame_store=frame_store, bframes=bframes)
     storages += list(extra_storages)
     reference_bytes = reference.bytes_per_video()
     with av.open(sources[0]) as container:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from video_gc.data.lists import find_videos, read_classids, write_classids, write_list
 from video_gc.prep.lists import PrepError, folder_names, write_report
-from video_gc.prep.resize import (DEFAULT_CRF, DEFAULT_GOP, DEFAULT_SHORT_SIDE, DEFAULT_TUNE, ResizeJob, count_status,
-                                  describe_counts, run_jobs)
+from video_gc.prep.resize import (DEFAULT_BFRAMES, DEFAULT_CRF, DEFAULT_GOP, DEFAULT_SHORT_SIDE, DEFAULT_TUNE,
+                                  ResizeJob, count_status, describe_counts, run_jobs)
 from video_gc.utils.io import atomic_write_text
 
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
@@ -128,7 +128,7 @@ def _source_for(ann: Annotation, videos: dict[str, str]) -> tuple[str | None, bo
 def prepare_kinetics(annotations: list[str], videos_dir: str, output: str,
                      short_side: int = DEFAULT_SHORT_SIDE, workers: int = 1, classids: str | None = None,
                      backend: str = "auto", gop: int = DEFAULT_GOP, tune: str = DEFAULT_TUNE, crf: int = DEFAULT_CRF,
-                     verbose: bool = True) -> dict:
+                     bframes: int | None = DEFAULT_BFRAMES, verbose: bool = True) -> dict:
     """Resize every annotated clip that was downloaded and write the lists; returns the summary.
 
     ``classids``: an existing classids.json to take the class indices from (e.g. to
@@ -171,7 +171,8 @@ def prepare_kinetics(annotations: list[str], videos_dir: str, output: str,
                             f"under {videos_dir}")
             continue
         jobs.setdefault(rel, ResizeJob(source, os.path.join(output, rel), short_side, start=ann.start if trim else None,
-                                       end=ann.end if trim else None, backend=backend, gop=gop, tune=tune, crf=crf))
+                                       end=ann.end if trim else None, backend=backend, gop=gop, tune=tune, crf=crf,
+                                       bframes=bframes))
         job_rows.append((ann, rel))
     start_time = time.time()
     results = dict(zip(jobs, run_jobs(list(jobs.values()), workers=workers, desc="kinetics"))) if jobs else {}

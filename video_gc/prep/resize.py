@@ -12,7 +12,11 @@ decoded from the keyframe before its first frame, so the default 32 makes a
 random clip about a fifth cheaper to read than x264's interval, for about an
 eighth more bytes (measured: docs/data_preparation.md). Both also use x264's
 ``--tune fastdecode`` by default (``tune``; no CABAC, no deblocking filter): a
-clip takes 16-42% less CPU to decode, for 17-19% more bytes. Each output
+clip takes 16-42% less CPU to decode, for 17-19% more bytes. And both write
+``bframes`` (default 3) B-frames between reference frames, none of them a reference
+itself (x264 ``b-pyramid none``, ``b-adapt 0``): the reader skips the B-frames a clip
+does not use, so a clip decodes about 40% fewer frames and costs about a quarter
+less CPU, for under 1% more bytes (None: x264's own layout). Each output
 records its settings in the mp4 ``comment`` tag (``recorded_settings``). Either way a
 rotated source (a phone video's display matrix) is written upright with no
 rotation left, its short side measured on the upright frame, and the
@@ -36,7 +40,8 @@ from video_gc.data.lists import find_videos
 from video_gc.prep.lists import PrepError, write_report
 from video_gc.prep.parallel import imap_progress
 from video_gc.prep.probe import probe_video
-from video_gc.utils.video_io import VideoWriter, display_rotation, rotate_tag, upright, upright_size
+from video_gc.utils.video_io import (VideoWriter, display_rotation, rotate_tag, upright, upright_size,
+                                     x264_bframes_params)
 
 DEFAULT_SHORT_SIDE = 256
 # Most frames between two keyframes. Chosen with `tools/benchmark_data.py --train`: see
@@ -46,6 +51,11 @@ DEFAULT_CRF = 18
 # x264's tune for the outputs: fastdecode turns off CABAC and the deblocking filter, the two costliest
 # steps of decoding (measured: docs/data_preparation.md#decoding-speed-tune-fastdecode).
 DEFAULT_TUNE = "fastdecode"
+# B-frames in a row, none a reference, so that readers skip the unwanted ones (measured:
+# docs/data_preparation.md#b-frames-that-readers-skip).
+DEFAULT_BFRAMES = 3
+MAX_BFRAMES = 16  # x264's limit
+X264_OWN = "x264"  # bframes as x264 lays them out (adaptive count, B-pyramid): the recorded and CLI value
 # x264's tunes; a job takes one of them or "none".
 TUNES = ("none", "fastdecode", "film", "animation", "grain", "stillimage", "psnr", "ssim", "zerolatency")
 # The mp4 tag each output carries its settings in, and the text the value starts with.
@@ -64,10 +74,14 @@ class ResizeJob:
     backend: str = "auto"  # auto | ffmpeg | pyav
     gop: int = DEFAULT_GOP  # most frames between two keyframes
     tune: str = DEFAULT_TUNE  # x264 --tune, or "none"
+    bframes: int | None = DEFAULT_BFRAMES  # B-frames in a row, none a reference; None: x264's own layout
 
     def __post_init__(self):
         if not isinstance(self.gop, int) or self.gop < 1:
             raise ValueError(f"gop must be a whole number of frames >= 1, got {self.gop!r}")
+        if self.bframes is not None and (not isinstance(self.bframes, int) or not 0 <= self.bframes <= MAX_BFRAMES):
+            raise ValueError(f"bframes must be a whole number from 0 to {MAX_BFRAMES} or None (x264's own), "
+                             f"got {self.bframes!r}")
         if self.tune not in TUNES:
             raise ValueError(f"tune must be one of {', '.join(TUNES)}, got {self.tune!r}")
 
@@ -98,7 +112,7 @@ def ffmpeg_exe() -> str | None:
 def settings_text(job: ResizeJob, backend: str) -> str:
     """The value of the settings tag written into ``job``'s output."""
     return (f"{SETTINGS_PREFIX} short_side={job.short_side} crf={job.crf} gop={job.gop} tune={job.tune} "
-            f"backend={backend}")
+            f"bframes={X264_OWN if job.bframes is None else job.bframes} backend={backend}")
 
 
 def recorded_settings(path: str) -> dict:
@@ -154,7 +168,7 @@ def _resize_pyav(job: ResizeJob) -> int:
                     rotation = display_rotation(stream, frame)
                     width, height = output_size(*upright_size(frame.width, frame.height, rotation), job.short_side)
                     writer = VideoWriter(job.output, width, height, fps=float(rate), crf=job.crf, gop=job.gop,
-                                         tune=None if job.tune == "none" else job.tune,
+                                         tune=None if job.tune == "none" else job.tune, bframes=job.bframes,
                                          metadata={SETTINGS_TAG: settings_text(job, "pyav")})
                 if rotation:
                     # Scaled as stored (to the output size turned back), then turned upright.
@@ -195,7 +209,8 @@ def _resize_ffmpeg(job: ResizeJob) -> int:
     if job.end is not None:
         cmd += ["-t", f"{job.end - (job.start or 0.0):.3f}"]
     cmd += ["-map", "0:v:0", "-an", "-sn", "-dn", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(job.crf),
-            "-g", str(job.gop), *(() if job.tune == "none" else ("-tune", job.tune)), "-pix_fmt", "yuv420p",
+            "-g", str(job.gop), *(() if job.tune == "none" else ("-tune", job.tune)),
+            *(() if job.bframes is None else ("-x264-params", x264_bframes_params(job.bframes))), "-pix_fmt", "yuv420p",
             "-vf", f"scale='if(lt(iw,ih),{s},-2)':'if(lt(iw,ih),-2,{s})':flags=area",
             "-metadata", f"{SETTINGS_TAG}={settings_text(job, 'ffmpeg')}", "-movflags", "+faststart", "-f", "mp4", tmp]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -293,7 +308,7 @@ def describe_counts(counts: dict[str, int]) -> str:
 def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DEFAULT_SHORT_SIDE,
                   workers: int = 1, report: str | None = None, backend: str = "auto",
                   gop: int = DEFAULT_GOP, tune: str = DEFAULT_TUNE, crf: int = DEFAULT_CRF,
-                  verbose: bool = True) -> dict:
+                  bframes: int | None = DEFAULT_BFRAMES, verbose: bool = True) -> dict:
     """Resize a folder (recursively) or a list of files into ``output_dir`` as ``.mp4``.
 
     A folder keeps its sub-folder structure; a list of files is written flat by
@@ -310,7 +325,7 @@ def resize_videos(inputs: str | list[str], output_dir: str, short_side: int = DE
             raise PrepError("no input videos given")
         rels = [os.path.basename(p) for p in sources]
     jobs = [ResizeJob(src, os.path.join(output_dir, os.path.splitext(rel)[0] + ".mp4"), short_side, backend=backend,
-                      gop=gop, tune=tune, crf=crf) for src, rel in zip(sources, rels)]
+                      gop=gop, tune=tune, crf=crf, bframes=bframes) for src, rel in zip(sources, rels)]
     start = time.time()
     results = run_jobs(jobs, workers=workers)
     counts = count_status(results)

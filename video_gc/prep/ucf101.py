@@ -20,8 +20,8 @@ import time
 from video_gc.prep.kinetics import format_summary
 from video_gc.data.lists import find_videos, read_text_lines, write_classids, write_list
 from video_gc.prep.lists import PrepError, write_report
-from video_gc.prep.resize import (DEFAULT_CRF, DEFAULT_GOP, DEFAULT_SHORT_SIDE, DEFAULT_TUNE, ResizeJob, count_status,
-                                  run_jobs)
+from video_gc.prep.resize import (DEFAULT_BFRAMES, DEFAULT_CRF, DEFAULT_GOP, DEFAULT_SHORT_SIDE, DEFAULT_TUNE,
+                                  ResizeJob, count_status, run_jobs)
 
 SPLITS = (1, 2, 3)
 
@@ -74,7 +74,7 @@ def read_split_file(path: str, classes: dict[str, int], labelled: bool) -> list[
 
 def prepare_ucf101(root: str, splits_dir: str, output: str, short_side: int = DEFAULT_SHORT_SIDE,
                    workers: int = 1, backend: str = "auto", gop: int = DEFAULT_GOP, tune: str = DEFAULT_TUNE,
-                   crf: int = DEFAULT_CRF, verbose: bool = True) -> dict:
+                   crf: int = DEFAULT_CRF, bframes: int | None = DEFAULT_BFRAMES, verbose: bool = True) -> dict:
     """Resize every video named by the split files and write the three splits' lists."""
     names = read_class_index(os.path.join(splits_dir, "classInd.txt"))
     classes = {name: i for i, name in enumerate(names)}
@@ -93,7 +93,8 @@ def prepare_ucf101(root: str, splits_dir: str, output: str, short_side: int = DE
     videos = sorted({rel for lists in split_entries.values() for entries in lists.values() for rel, _ in entries})
     outputs = {rel: f"videos/{os.path.splitext(rel)[0]}.mp4" for rel in videos}
     jobs = [ResizeJob(os.path.join(root, rel), os.path.join(output, outputs[rel]), short_side, backend=backend,
-                      gop=gop, tune=tune, crf=crf) for rel in videos]
+                      gop=gop, tune=tune, crf=crf,
+                      bframes=bframes) for rel in videos]
     start_time = time.time()
     results = dict(zip(videos, run_jobs(jobs, workers=workers, desc="ucf101")))
 

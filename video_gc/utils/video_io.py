@@ -8,6 +8,7 @@ import os
 from fractions import Fraction
 
 import av
+from av.video.frame import PictureType
 import numpy as np
 
 
@@ -45,6 +46,13 @@ def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.rot90(image, k=-(rotation // 90))
 
 
+def x264_bframes_params(bframes: int) -> str:
+    """x264 settings for ``bframes`` B-frames in a row between reference frames, always that many
+    (no adaptive choice) and none of them a reference (no B-pyramid): a reader can skip every
+    B-frame it does not want."""
+    return f"bframes={bframes}:b-adapt=0:b-pyramid=none"
+
+
 class VideoWriter:
     """Stream frames into an H.264 (yuv420p, no audio) file, one frame at a time.
 
@@ -55,12 +63,15 @@ class VideoWriter:
     x264's macroblock-tree rate control, which otherwise makes repeated encodes of
     the same frames differ now and then (seen on small frames). ``gop`` caps the frames
     between two keyframes (x264 alone: 250, plus scene cuts); ``tune``: an x264 tune
-    (``fastdecode``: no CABAC, no deblocking filter); ``metadata``: container tags.
+    (``fastdecode``: no CABAC, no deblocking filter); ``bframes``: that many B-frames in a row,
+    none a reference (:func:`x264_bframes_params`; None: x264's adaptive choice);
+    ``metadata``: container tags.
     """
 
     def __init__(self, path: str, width: int, height: int, fps: float = 30.0, codec: str = "libx264",
                  crf: int = 18, preset: str = "veryfast", deterministic: bool = False, gop: int | None = None,
-                 metadata: dict[str, str] | None = None, tune: str | None = None):
+                 metadata: dict[str, str] | None = None, tune: str | None = None,
+                 bframes: int | None = None):
         if height % 2 or width % 2:
             raise ValueError(f"VideoWriter({path}): height and width must be even, got {height}x{width}")
         self.path = path
@@ -75,8 +86,9 @@ class VideoWriter:
         self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
+            params = ["mbtree=0"] * deterministic + ([x264_bframes_params(bframes)] if bframes is not None else [])
             self._stream.options = {"crf": str(crf), "preset": preset,
-                                    **({"x264-params": "mbtree=0"} if deterministic else {}),
+                                    **({"x264-params": ":".join(params)} if params else {}),
                                     **({"g": str(gop)} if gop else {}),
                                     **({"tune": tune} if tune else {})}
 
@@ -86,6 +98,8 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         # Constant frame rate: frame i is shown at i / fps, whatever its timestamp in a source.
         frame.pts, frame.time_base = self.frames, self._time_base
+        # A decoded frame keeps its type in the source (I, P, B), which x264 would obey: let it choose.
+        frame.pict_type = PictureType.NONE
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
