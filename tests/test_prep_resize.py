@@ -20,7 +20,7 @@ from prep_helpers import broken_files, frame_levels, ramp_video, stream_info
 from video_gc.prep.probe import probe_video
 from video_gc.prep.resize import (DEFAULT_BFRAMES, DEFAULT_GOP, DEFAULT_TUNE, ResizeJob, ffmpeg_exe, output_size,
                                   recorded_settings, resize_one, resize_videos)
-from video_gc.utils.video_io import write_video
+from video_gc.utils.video_io import VideoWriter, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "data_prep", "resize_videos.py")
@@ -209,6 +209,17 @@ def test_tune_fastdecode_by_default_is_recorded_and_in_the_stream(tmp_path, back
     assert x264_options(tmp_path / "folder" / "in.mp4")["crf"].startswith("23.0")
 
 
+def remux_with_comment(src, dst, comment):
+    """``src``'s video stream copied into ``dst`` with the mp4 ``comment`` tag set to ``comment``."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        out.metadata["comment"] = comment
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
 def picture_types(path, skip_frame="DEFAULT"):
     """The picture type ("I", "P", "B") of every frame decoded with the decoder's ``skip_frame``."""
     with av.open(str(path)) as container:
@@ -243,32 +254,66 @@ def test_bframes_are_never_references_so_a_reader_can_skip_each(tmp_path, backen
     assert recorded_settings(str(own))["bframes"] == "x264"
     options = x264_options(own)
     assert (options["b_pyramid"], options["b_adapt"]) == ("2", "1")
-    with pytest.raises(ValueError, match="bframes must be a whole number from 0 to 16 or None"):
-        ResizeJob(src, str(out), bframes=17)
+    for bad in (17, -1, True, "3"):
+        with pytest.raises(ValueError, match="bframes must be a whole number from 0 to 16 or x264, got"):
+            ResizeJob(src, str(out), bframes=bad)
 
 
-def test_rerun_with_another_gop_keeps_the_outputs_and_says_so(tmp_path, capsys):
+def test_pyav_path_chooses_frame_types_afresh(tmp_path):
+    # an all-intra source: were the decoded frames' types passed on, x264 would make every frame a keyframe
+    texture = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    src = tmp_path / "intra.mp4"
+    with VideoWriter(str(src), 64, 48, fps=10.0, gop=1) as writer:
+        for i in range(24):
+            writer.write(np.roll(texture, 2 * i, axis=1))
+    assert set(picture_types(src)) == {"I"}
+    out = tmp_path / "out.mp4"
+    assert resize_one(ResizeJob(str(src), str(out), 32, backend="pyav", gop=16)).status == "written"
+    types = picture_types(out)
+    assert types.count("I") <= 3 and types.count("B") >= 12
+
+
+def test_deterministic_writer_keeps_both_x264_settings(tmp_path):
+    texture = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with VideoWriter(str(tmp_path / "v.mp4"), 64, 48, deterministic=True, bframes=2) as writer:
+        for i in range(8):
+            writer.write(np.roll(texture, i, axis=1))
+    options = x264_options(tmp_path / "v.mp4")
+    assert (options["mbtree"], options["bframes"], options["b_pyramid"], options["b_adapt"]) == ("0", "2", "0", "0")
+
+
+def test_rerun_with_another_gop_or_bframes_keeps_the_outputs_and_says_so(tmp_path, capsys):
     src = tmp_path / "in"
     ramp_video(src / "a.mp4", num_frames=20)
     ramp_video(src / "b.mp4", num_frames=20, base=50)
     out = tmp_path / "out"
     summary = resize_videos(str(src), str(out), short_side=32, gop=5, backend="pyav")
-    assert (summary["written"], summary["gop"], summary["other_gop"]) == (2, 5, 0)
+    assert (summary["written"], summary["gop"], summary["other_settings"]) == (2, 5, 0)
     assert "resize to short side 32, gop 5 in" in capsys.readouterr().out
     write_video(str(out / "a.mp4"), np.zeros((20, 32, 42, 3), np.uint8))  # as an earlier version wrote it: no tag
     mtimes = {name: os.path.getmtime(out / name) for name in ("a.mp4", "b.mp4")}
     again = resize_videos(str(src), str(out), short_side=32, gop=10, backend="pyav")
-    assert (again["written"], again["skipped"], again["other_gop"]) == (0, 2, 2)
+    assert (again["written"], again["skipped"], again["other_settings"]) == (0, 2, 2)
     assert ("nothing to do: 2 of 2 outputs already exist and decode; 0 missing, 0 failed; 2 of the existing "
-            "outputs were written with another --gop (kept as they are: delete them to re-encode)"
+            "outputs were written with another --gop or --bframes (kept as they are: delete them to re-encode)"
             in capsys.readouterr().out)
     assert {name: os.path.getmtime(out / name) for name in mtimes} == mtimes
     assert recorded_settings(str(out / "a.mp4")) == {} and recorded_settings(str(out / "b.mp4"))["gop"] == 5
     reasons = sorted(resize_one(ResizeJob(str(src / n), str(out / n), 32, gop=10)).reason for n in ("a.mp4", "b.mp4"))
-    assert reasons == ["kept the existing output (gop 5, not 10)", "kept the existing output (no recorded gop, not 10)"]
+    assert reasons == ["kept the existing output (gop 5, not 10)", "kept the existing output (no recorded settings)"]
+    # the same gop with another B-frame layout is flagged too, and so is an output from before --bframes
+    assert resize_one(ResizeJob(str(src / "b.mp4"), str(out / "b.mp4"), 32, gop=5)).reason == ""
+    assert resize_one(ResizeJob(str(src / "b.mp4"), str(out / "b.mp4"), 32, gop=10, bframes=None)).reason == (
+        "kept the existing output (gop 5, not 10; bframes 3, not x264)")
+    with av.open(str(out / "b.mp4")) as container:
+        tag = container.metadata["comment"]
+    remux_with_comment(out / "b.mp4", out / "old.mp4", tag.replace(" bframes=3", ""))
+    old = resize_one(ResizeJob(str(src / "b.mp4"), str(out / "old.mp4"), 32, gop=5))
+    assert (old.status, old.other_settings, old.reason) == ("skipped", True,
+                                                            "kept the existing output (bframes x264, not 3)")
 
 
-def test_scripts_pass_gop_tune_and_crf_to_every_resize(tmp_path, capsys):
+def test_scripts_pass_gop_tune_crf_and_bframes_to_every_resize(tmp_path, capsys):
     ramp_video(tmp_path / "raw" / "aaaaaaaaa01_000000_000010.mp4", num_frames=20)
     (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n"
                                         "abseiling,aaaaaaaaa01,0,10,train\n")

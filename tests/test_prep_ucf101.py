@@ -53,7 +53,7 @@ def test_prepare_exact_lists(ucf_raw, tmp_path, capsys):
         assert read_list(os.path.join(out, f"split{k}", "test.csv")) == test
         assert read_list(os.path.join(out, f"split{k}", "val.csv")) == test
     assert summary["splits"]["1/train"] == {"annotated": 8, "listed": 6, "missing": 1, "failed": 1}
-    assert summary["videos"] == {"written": 9, "skipped": 0, "missing": 1, "failed": 1, "other_gop": 0}
+    assert summary["videos"] == {"written": 9, "skipped": 0, "missing": 1, "failed": 1, "other_settings": 0}
     report = open(os.path.join(out, "report.csv")).read()
     assert "v_Archery_g04_c01.mp4" in report and "v_Archery_g05_c01.mp4,,missing" not in report
     assert ",missing,source file not found" in report

@@ -26,7 +26,7 @@ from video_gc.config import load_config  # noqa: E402
 from video_gc.bench.data import format_table, make_benchmark_videos, run_benchmark  # noqa: E402
 from video_gc.bench.train_data import format_train_table, make_kinetics_like_videos, run_train_benchmark  # noqa: E402
 from video_gc.data.lists import DataListError, find_videos  # noqa: E402
-from video_gc.prep.cli import bframes  # noqa: E402
+from video_gc.prep.cli import bframes_arg  # noqa: E402
 from video_gc.prep.resize import DEFAULT_BFRAMES, DEFAULT_GOP, DEFAULT_SHORT_SIDE  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     train.add_argument("--gops", type=int, nargs="+", default=[DEFAULT_GOP],
                        help=f"re-encode with each of these --gop values (default {DEFAULT_GOP}); "
                             "--gop 1 (all-intra, for the floor) and 250 (size reference) are always made")
-    train.add_argument("--bframes", type=bframes, nargs="+", default=[DEFAULT_BFRAMES],
+    train.add_argument("--bframes", type=bframes_arg, nargs="+", default=[DEFAULT_BFRAMES],
                        help=f"and with each of these resizer --bframes values (default {DEFAULT_BFRAMES}; "
                             "x264: x264's own layout)")
     train.add_argument("--seconds", type=float, default=10.0, help="length of the generated videos (default 10)")

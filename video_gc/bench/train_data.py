@@ -69,7 +69,7 @@ from video_gc.data.lists import write_list
 from video_gc.data.loader import VideoCollate
 from video_gc.data.sampling import train_clip_indices
 from video_gc.prep.frame_store import DEFAULT_QUALITY, FrameStoreJob, store_one
-from video_gc.prep.resize import DEFAULT_BFRAMES, DEFAULT_SHORT_SIDE, DEFAULT_TUNE, X264_OWN, ResizeJob, run_jobs
+from video_gc.prep.resize import DEFAULT_BFRAMES, DEFAULT_SHORT_SIDE, DEFAULT_TUNE, ResizeJob, bframes_text, run_jobs
 from video_gc.utils.video_io import VideoWriter
 
 # x264's own keyframe interval: the resizer's --gop for "keyframes as x264 places them".
@@ -179,6 +179,7 @@ class Storage:
     name: str
     paths: tuple[str, ...]
     gop: int | None = None  # the resizer's --gop that wrote it; None for the source
+    bframes: str | None = None  # and its --bframes
     opts: tuple[str, ...] = ()
     videos: bool = True
     frame_store: bool = False  # frame-store files: the JPEG floor row is measured on it
@@ -205,12 +206,12 @@ def reencode(paths: list[str], folder: str, *, gop: int, short_side: int = DEFAU
                for i, p in enumerate(paths)]
     jobs = [ResizeJob(src, out, short_side, gop=gop, bframes=bframes) for src, out in zip(paths, outputs)]
     for result in run_jobs(jobs, desc=f"gop {gop}"):
-        if result.status not in ("written", "skipped") or result.other_gop:
+        if result.status not in ("written", "skipped") or result.other_settings:
             raise RuntimeError(f"re-encoding {result.job.source} with gop {gop}: {result.status} {result.reason}")
     name = "resized --gop 1 (all-intra)" if gop == 1 else f"resized --gop {gop}"
     if gop != 1 and bframes != DEFAULT_BFRAMES:
-        name += f" --bframes {X264_OWN if bframes is None else bframes}"
-    return Storage(name, tuple(outputs), gop=gop)
+        name += f" --bframes {bframes_text(bframes)}"
+    return Storage(name, tuple(outputs), gop=gop, bframes=bframes_text(bframes))
 
 
 def make_frame_store_storage(paths: list[str], folder: str, *, short_side: int = DEFAULT_SHORT_SIDE,
@@ -481,7 +482,7 @@ def prepare_storages(sources: list[str], cache_dir: str, *, gops: tuple[int, ...
 
     def encode(gop: int, b: int | None = DEFAULT_BFRAMES) -> Storage:
         # The folder names every setting, so a cached re-encode made with other defaults is not reused.
-        name = f"short{short_side}_gop{gop}_{DEFAULT_TUNE}_b{X264_OWN if b is None else b}"
+        name = f"short{short_side}_gop{gop}_{DEFAULT_TUNE}_b{bframes_text(b)}"
         return reencode(sources, os.path.join(folder, name), gop=gop, short_side=short_side, bframes=b)
 
     storages = [Storage(source_name, tuple(sources))]
@@ -531,7 +532,7 @@ def run_train_benchmark(cfg, sources: list[str], *, cache_dir: str, gops: tuple[
     for storage, block in rows.items():
         size = storage.bytes_per_video()
         result["storages"].append({
-            "name": storage.name, "gop": storage.gop, "bytes_per_video": size,
+            "name": storage.name, "gop": storage.gop, "bframes": storage.bframes, "bytes_per_video": size,
             "size_vs_gop250": size / reference_bytes - 1.0 if storage.gop else None,
             "rows": [{"name": row.name, "clips": len(row.cpu), "error": row.error,
                       "cpu_ms": 1000.0 * statistics.median(row.cpu) if row.cpu else None,

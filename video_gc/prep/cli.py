@@ -10,7 +10,7 @@ from typing import Callable
 from video_gc.data.lists import DataListError
 from video_gc.prep.lists import PrepError
 from video_gc.prep.resize import (DEFAULT_BFRAMES, DEFAULT_CRF, DEFAULT_GOP, DEFAULT_TUNE, MAX_BFRAMES, TUNES,
-                                  X264_OWN)
+                                  X264_OWN, parse_bframes)
 
 
 def make_parser(description: str, example: str) -> argparse.ArgumentParser:
@@ -30,17 +30,13 @@ def _frames(text: str) -> int:
     return value
 
 
-def bframes(text: str) -> int | None:
+def bframes_arg(text: str) -> int | None:
     """argparse type of ``--bframes``: 0 to MAX_BFRAMES, or ``x264`` (None: x264's own layout)."""
-    if text == X264_OWN:
-        return None
     try:
-        value = int(text)
+        return parse_bframes(text)
     except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_BFRAMES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {MAX_BFRAMES} or {X264_OWN}")
-    return value
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {MAX_BFRAMES} or "
+                                         f"{X264_OWN}") from None
 
 
 def add_resize_options(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +47,11 @@ def add_resize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune", choices=TUNES, default=DEFAULT_TUNE,
                         help=f"x264 --tune (default {DEFAULT_TUNE}: no CABAC or deblocking, about a third less CPU "
                              "to decode a clip for a sixth more bytes); none for x264's plain settings")
-    parser.add_argument("--bframes", type=bframes, default=DEFAULT_BFRAMES, metavar=f"{{0..{MAX_BFRAMES},{X264_OWN}}}",
+    parser.add_argument("--bframes", type=bframes_arg, default=DEFAULT_BFRAMES,
+                        metavar=f"{{0..{MAX_BFRAMES},{X264_OWN}}}",
                         help=f"B-frames in a row, none of them a reference, so readers skip the ones a clip does not "
-                             f"use (default {DEFAULT_BFRAMES}: about a quarter less CPU per clip, under 1%% more bytes); "
-                             f"{X264_OWN} for x264's own layout")
+                             f"use (default {DEFAULT_BFRAMES}: about a fifth less CPU per clip, under 1%% more bytes); "
+                             f"{X264_OWN} for x264's own layout. Overrides a --tune's B-frame settings")
     parser.add_argument("--crf", type=int, default=DEFAULT_CRF,
                         help=f"x264 quality, lower is better and bigger (default {DEFAULT_CRF})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")

@@ -15,7 +15,7 @@ eighth more bytes (measured: docs/data_preparation.md). Both also use x264's
 clip takes 16-42% less CPU to decode, for 17-19% more bytes. And both write
 ``bframes`` (default 3) B-frames between reference frames, none of them a reference
 itself (x264 ``b-pyramid none``, ``b-adapt 0``): the reader skips the B-frames a clip
-does not use, so a clip decodes about 40% fewer frames and costs about a quarter
+does not use, so a clip decodes about 40% fewer frames and a training item costs about a fifth
 less CPU, for under 1% more bytes (None: x264's own layout). Each output
 records its settings in the mp4 ``comment`` tag (``recorded_settings``). Either way a
 rotated source (a phone video's display matrix) is written upright with no
@@ -52,7 +52,7 @@ DEFAULT_CRF = 18
 # steps of decoding (measured: docs/data_preparation.md#decoding-speed-tune-fastdecode).
 DEFAULT_TUNE = "fastdecode"
 # B-frames in a row, none a reference, so that readers skip the unwanted ones (measured:
-# docs/data_preparation.md#b-frames-that-readers-skip).
+# docs/data_preparation.md#b-frames-that-readers-skip---bframes).
 DEFAULT_BFRAMES = 3
 MAX_BFRAMES = 16  # x264's limit
 X264_OWN = "x264"  # bframes as x264 lays them out (adaptive count, B-pyramid): the recorded and CLI value
@@ -77,13 +77,29 @@ class ResizeJob:
     bframes: int | None = DEFAULT_BFRAMES  # B-frames in a row, none a reference; None: x264's own layout
 
     def __post_init__(self):
-        if not isinstance(self.gop, int) or self.gop < 1:
+        if not isinstance(self.gop, int) or isinstance(self.gop, bool) or self.gop < 1:
             raise ValueError(f"gop must be a whole number of frames >= 1, got {self.gop!r}")
-        if self.bframes is not None and (not isinstance(self.bframes, int) or not 0 <= self.bframes <= MAX_BFRAMES):
-            raise ValueError(f"bframes must be a whole number from 0 to {MAX_BFRAMES} or None (x264's own), "
-                             f"got {self.bframes!r}")
+        check_bframes(self.bframes)
         if self.tune not in TUNES:
             raise ValueError(f"tune must be one of {', '.join(TUNES)}, got {self.tune!r}")
+
+
+def check_bframes(value: int | None) -> int | None:
+    """``value`` if it is a ``bframes`` setting (0 to MAX_BFRAMES, or None: x264's own layout);
+    raises ValueError naming it otherwise."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_BFRAMES):
+        return value
+    raise ValueError(f"bframes must be a whole number from 0 to {MAX_BFRAMES} or {X264_OWN}, got {value!r}")
+
+
+def parse_bframes(text: str) -> int | None:
+    """A ``bframes`` setting written as text (``--bframes``, the settings tag): ``x264`` is None."""
+    return None if text == X264_OWN else check_bframes(int(text) if text.isdigit() else text)
+
+
+def bframes_text(bframes: int | None) -> str:
+    """How a ``bframes`` setting is written: in the settings tag, on the command line, in names."""
+    return X264_OWN if bframes is None else str(bframes)
 
 
 @dataclass
@@ -92,7 +108,7 @@ class ResizeResult:
     status: str  # written | skipped | missing | failed
     reason: str = ""
     frames: int = 0
-    other_gop: bool = False  # skipped, and the kept output has another (or no) recorded gop
+    other_settings: bool = False  # skipped, and the kept output has another (or no) recorded gop or bframes
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,7 +128,7 @@ def ffmpeg_exe() -> str | None:
 def settings_text(job: ResizeJob, backend: str) -> str:
     """The value of the settings tag written into ``job``'s output."""
     return (f"{SETTINGS_PREFIX} short_side={job.short_side} crf={job.crf} gop={job.gop} tune={job.tune} "
-            f"bframes={X264_OWN if job.bframes is None else job.bframes} backend={backend}")
+            f"bframes={bframes_text(job.bframes)} backend={backend}")
 
 
 def recorded_settings(path: str) -> dict:
@@ -239,17 +255,28 @@ def _has_rotate_tag(path: str) -> bool:
         return False
 
 
+def _other_settings(job: ResizeJob) -> str:
+    """What the job's existing output was written with that the job does not ask for; "" if nothing."""
+    recorded = recorded_settings(job.output)
+    if not recorded:
+        return "no recorded settings"
+    # Outputs written before --bframes existed have x264's own layout.
+    have = {"gop": str(recorded.get("gop")), "bframes": str(recorded.get("bframes", X264_OWN))}
+    want = {"gop": str(job.gop), "bframes": bframes_text(job.bframes)}
+    return "; ".join(f"{key} {have[key]}, not {want[key]}" for key in want if have[key] != want[key])
+
+
 def resize_one(job: ResizeJob) -> ResizeResult:
     """Run one job; never raises for a bad source (the result says why).
 
     An output that already decodes is kept, whatever it was written with; one whose
-    recorded gop is not the job's is flagged (``other_gop``) so that the summary says so.
+    recorded gop or B-frame layout is not the job's is flagged (``other_settings``) so that
+    the summary says so.
     """
     if probe_video(job.output, decode_all=False).ok:
-        recorded = recorded_settings(job.output).get("gop")
-        if recorded != job.gop:
-            kept = f"gop {recorded}" if recorded is not None else "no recorded gop"
-            return ResizeResult(job, "skipped", f"kept the existing output ({kept}, not {job.gop})", other_gop=True)
+        differs = _other_settings(job)
+        if differs:
+            return ResizeResult(job, "skipped", f"kept the existing output ({differs})", other_settings=True)
         return ResizeResult(job, "skipped")
     if not os.path.isfile(job.source):
         return ResizeResult(job, "missing", "source file not found")
@@ -283,11 +310,12 @@ STATUSES = ("written", "skipped", "missing", "failed")
 
 
 def count_status(results: list[ResizeResult]) -> dict[str, int]:
-    """Results per status, and ``other_gop``: the skipped ones kept with another keyframe interval."""
+    """Results per status, and ``other_settings``: the skipped ones kept with another keyframe
+    interval or B-frame layout."""
     counts = dict.fromkeys(STATUSES, 0)
     for r in results:
         counts[r.status] += 1
-    counts["other_gop"] = sum(r.other_gop for r in results)
+    counts["other_settings"] = sum(r.other_settings for r in results)
     return counts
 
 
@@ -299,9 +327,9 @@ def describe_counts(counts: dict[str, int]) -> str:
     else:
         head = f"{counts['written']} written, {counts['skipped']} already there"
     line = f"{head}; {counts['missing']} missing, {counts['failed']} failed"
-    if counts.get("other_gop"):
-        line += (f"; {counts['other_gop']} of the existing outputs were written with another --gop "
-                 "(kept as they are: delete them to re-encode)")
+    if counts.get("other_settings"):
+        line += (f"; {counts['other_settings']} of the existing outputs were written with another --gop or "
+                 "--bframes (kept as they are: delete them to re-encode)")
     return line
 
 

@@ -86,7 +86,9 @@ class VideoWriter:
         self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            params = ["mbtree=0"] * deterministic + ([x264_bframes_params(bframes)] if bframes is not None else [])
+            params = ["mbtree=0"] if deterministic else []
+            if bframes is not None:
+                params.append(x264_bframes_params(bframes))
             self._stream.options = {"crf": str(crf), "preset": preset,
                                     **({"x264-params": ":".join(params)} if params else {}),
                                     **({"g": str(gop)} if gop else {}),
