@@ -230,7 +230,7 @@ def test_periodic_validation_counts_and_logs_bad_videos(tiny_data, tmp_path):
     cfg = load_config(CFG, tiny_opts(str(tmp_path), out))
     setup_logging(str(out))
     result = evaluate(cfg, loader=construct_loader(cfg, "val"), model=build_model(cfg), device=torch.device("cpu"),
-                      dtype=None, epoch=0, stats=StatsWriter(str(out)))
+                      dtype=None, epoch=0, stats=StatsWriter(str(out)), step=8)
     assert result["videos"] == len(paths) and result["failed"] == 1
     log = (out / "log.txt").read_text()
     assert f"{len(paths)} videos, 1 failed to decode" in log and "missing.mp4" in log

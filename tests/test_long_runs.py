@@ -60,10 +60,11 @@ def _assert_same_weights(a, b, atol=1e-6):
 @pytest.mark.slow
 def test_three_sigkills_mid_epoch_resume_to_the_uninterrupted_weights(tiny_data, tmp_path):
     straight = tmp_path / "straight"
-    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, straight, *EIGHT_ITERS, "TEST.ENABLE", "False")]) == 0
+    settings = (*EIGHT_ITERS, "TEST.ENABLE", "False", "TENSORBOARD.ENABLE", "True")
+    assert run_net(["--cfg", CFG, "--opts", *tiny_opts(tiny_data, straight, *settings)]) == 0
 
     out, log = tmp_path / "killed", tmp_path / "killed" / "log.txt"
-    cmd = _cmd(tiny_data, out, *EIGHT_ITERS, "TEST.ENABLE", "False")
+    cmd = _cmd(tiny_data, out, *settings)
     # Iterations of epoch 2 (never its end), two apart: a kill lands a step or so after its line is seen.
     kills = random.Random(time.time()).choice([(2, 4, 6), (2, 4, 7), (2, 5, 7), (3, 5, 7)])
     resumed_at = []
@@ -95,6 +96,24 @@ def test_three_sigkills_mid_epoch_resume_to_the_uninterrupted_weights(tiny_data,
                                [r["loss"] for r in _stats(straight, "train_iter")], rtol=1e-5)
     assert [r["epoch"] for r in _stats(out, "train_epoch")] == [1, 2]
     assert not (out / "checkpoints" / cu.LATEST).exists()
+    # TensorBoard, read as TensorBoard reads it: the same, each step once, on the iteration axis
+    killed_tb, straight_tb = _tensorboard_scalars(out / "tensorboard"), _tensorboard_scalars(straight / "tensorboard")
+    assert [step for step, _ in killed_tb["train_iter/loss"]] == list(range(1, 17))
+    assert [step for step, _ in killed_tb["train_epoch/loss"]] == [8, 16]
+    for tag in ("train_iter/loss", "train_epoch/loss", "val_epoch/top1"):
+        assert [step for step, _ in killed_tb[tag]] == [step for step, _ in straight_tb[tag]], tag
+        np.testing.assert_allclose([v for _, v in killed_tb[tag]], [v for _, v in straight_tb[tag]], rtol=1e-5)
+    assert len(list((out / "tensorboard").glob("events.*"))) == 4  # one file per process: four processes
+
+
+def _tensorboard_scalars(folder):
+    """{tag: [(step, value), ...]} of every event file in ``folder``, as TensorBoard loads them
+    (events of a run that resumed earlier than a killed one had got dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 # --------------------------------------------------------------------------- preemption signals

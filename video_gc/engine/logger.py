@@ -70,16 +70,22 @@ def _clean(value):
 
 
 class StatsWriter:
-    """JSON lines to OUTPUT_DIR/stats.jsonl (+ TensorBoard scalars when enabled); no-op off rank 0."""
+    """JSON lines to OUTPUT_DIR/stats.jsonl (+ TensorBoard scalars when enabled); no-op off rank 0.
 
-    def __init__(self, output_dir: str, enabled: bool = True, tensorboard_dir: str | None = None):
+    TensorBoard events are flushed with every record, so a killed run loses no more of them than
+    of stats.jsonl. ``purge_step``: a resumed run's first step; TensorBoard drops the events of an
+    earlier run from that step on (the work being redone), as :meth:`rewind` does for stats.jsonl.
+    """
+
+    def __init__(self, output_dir: str, enabled: bool = True, tensorboard_dir: str | None = None,
+                 purge_step: int | None = None):
         self.enabled = enabled
         self.path = os.path.join(output_dir, "stats.jsonl")
         self.tb = None
         if enabled and tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=tensorboard_dir)
+            self.tb = SummaryWriter(log_dir=tensorboard_dir, purge_step=purge_step)
 
     def write(self, kind: str, stats: dict, step: int | None = None) -> None:
         if not self.enabled:
@@ -91,6 +97,7 @@ class StatsWriter:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "iter"):
                     self.tb.add_scalar(f"{kind}/{key}", value, step)
+            self.tb.flush()
 
     def rewind(self, epoch: int, iteration: int) -> int:
         """Drop the training records of the work a resumed run redoes: everything after ``iteration``

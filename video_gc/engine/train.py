@@ -229,7 +229,7 @@ def train_epoch(cfg, *, loader, model, optimizer, scaler, epoch: int, device, dt
     summary = {"epoch": epoch + 1, "lr": lr, **meter.epoch_summary(dist_info.world_size),
                "peak_mem_mb": peak_memory_mb(device),
                "skipped_videos": len(set(start.skipped + loader.skipped_this_epoch))}
-    stats.write("train_epoch", summary, step=epoch + 1)
+    stats.write("train_epoch", summary, step=(epoch + 1) * iters)
     logger.info("epoch %d/%d done: loss %.4f  top1 %.2f%%  top5 %.2f%%  %.1f clips/s  peak mem %.0f MB",
                 epoch + 1, cfg.SOLVER.MAX_EPOCH, summary["loss"], summary["top1"], summary["top5"],
                 summary["clips_per_s"], summary["peak_mem_mb"])
@@ -258,8 +258,9 @@ def loader_verdict(cfg, summary: dict) -> str | None:
 
 
 @torch.inference_mode()
-def evaluate(cfg, *, loader, model, device, dtype, epoch: int, stats: StatsWriter) -> dict:
-    """Loss and top-1/top-5 on the val split (one centre view per video), summed over ranks.
+def evaluate(cfg, *, loader, model, device, dtype, epoch: int, stats: StatsWriter, step: int) -> dict:
+    """Loss and top-1/top-5 on the val split (one centre view per video), summed over ranks;
+    recorded at ``step`` (the training iterations done).
 
     Runs the bare model: shards may differ in length, and DDP's forward would wait for the others.
     """
@@ -283,7 +284,7 @@ def evaluate(cfg, *, loader, model, device, dtype, epoch: int, stats: StatsWrite
     n = max(totals[3].item(), 1.0)
     result = {"epoch": epoch + 1, "loss": totals[0].item() / n, "top1": 100.0 * totals[1].item() / n,
               "top5": 100.0 * totals[2].item() / n, "videos": int(totals[3].item()), "failed": failed}
-    stats.write("val_epoch", result, step=epoch + 1)
+    stats.write("val_epoch", result, step=step)
     logger.info("epoch %d val (centre view, %d videos, %d failed to decode): loss %.4f  top1 %.2f%%  top5 %.2f%%",
                 epoch + 1, result["videos"], failed, result["loss"], result["top1"], result["top5"])
     return result
@@ -476,7 +477,7 @@ def _end_epoch(cfg, *, epoch: int, start: cu.Progress, result: dict, model, opti
     improved = False
     if do_eval:
         result["val"] = evaluate(cfg, loader=val_loader, model=model, device=device, dtype=dtype, epoch=epoch,
-                                 stats=stats)
+                                 stats=stats, step=(epoch + 1) * train_loader.sampler.batches_per_epoch)
         # Only epochs with a checkpoint compete for checkpoint_best.pyth.
         improved = do_ckpt and (after.best_top1 is None or result["val"]["top1"] > after.best_top1)
         if improved:
@@ -544,7 +545,10 @@ def train(cfg, dist_info: du.DistInfo) -> dict:
     train_loader = construct_loader(cfg, "train", uint8_clips=normalizes_on_device(cfg, device))
     val_loader = construct_loader(cfg, "val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
     tb_dir = (cfg.TENSORBOARD.LOG_DIR or os.path.join(cfg.OUTPUT_DIR, "tensorboard")) if cfg.TENSORBOARD.ENABLE else None
-    stats = StatsWriter(cfg.OUTPUT_DIR, enabled=dist_info.is_master, tensorboard_dir=tb_dir)
+    # Every record's TensorBoard step is the training iterations done, so one step drops all that is redone.
+    resumed = start.epoch * train_loader.sampler.batches_per_epoch + start.iteration
+    stats = StatsWriter(cfg.OUTPUT_DIR, enabled=dist_info.is_master, tensorboard_dir=tb_dir,
+                        purge_step=resumed + 1 if resumed else None)
     if dropped := stats.rewind(start.epoch, start.iteration):
         logger.info("stats.jsonl: dropped %d record(s) of work done after that checkpoint, which is redone now",
                     dropped)
