@@ -377,3 +377,49 @@ def test_recipe_changes_compares_values_not_types_and_never_raises():
     assert recipe_changes(cfg, {"cfg": yaml.safe_dump(stored)}) == [f"SOLVER.MAX_EPOCH 7 -> {cfg.SOLVER.MAX_EPOCH}"]
     assert recipe_changes(cfg, {"cfg": b"not text"}) == [] and recipe_changes(cfg, {}) == []
     assert recipe_changes(cfg, {"cfg": "{unclosed"}) == []
+
+
+def tensorboard_scalars(folder):
+    """{tag: [(step, value)]} of the event files in ``folder``, as TensorBoard's (legacy) loader
+    reads them: a resumed run's start marker drops the earlier events from its step on."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_stats_writer_flushes_each_record_and_a_resume_replaces_the_redone_steps(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from video_gc.engine.logger import StatsWriter, read_stats
+
+    tb = tmp_path / "tb"
+    # a run that writes 6 steps and is SIGKILLed: what it wrote must be on disk
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from video_gc.engine.logger import StatsWriter
+stats = StatsWriter({str(tmp_path)!r}, tensorboard_dir={str(tb)!r}, purge_step=1)
+for step in range(1, 7):
+    stats.write("train_iter", {{"epoch": 1 + (step - 1) // 4, "iter": 1 + (step - 1) % 4, "loss": float(step)}},
+                step=step)
+os.kill(os.getpid(), signal.SIGKILL)
+"""], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert tensorboard_scalars(tb)["train_iter/loss"] == [(s, float(s)) for s in range(1, 7)]
+    # resumed at epoch 2, iteration 0 (after 4 steps): steps 5 and 6 are redone, with other values.
+    # TensorBoard reads event files in name order, and a name starts with the second it was opened:
+    # a resumed run's file is opened in a later second than the killed run's.
+    time.sleep(1.1)
+    again = StatsWriter(str(tmp_path), tensorboard_dir=str(tb), purge_step=5)
+    assert again.rewind(1, 0) == 2
+    for step in range(5, 9):
+        again.write("train_iter", {"epoch": 2, "iter": step - 4, "loss": 10.0 * step}, step=step)
+    again.close()
+    expected = [(s, float(s)) for s in range(1, 5)] + [(s, 10.0 * s) for s in range(5, 9)]
+    assert tensorboard_scalars(tb)["train_iter/loss"] == expected
+    assert [(r["epoch"], r["iter"], r["loss"]) for r in read_stats(str(tmp_path))] == [
+        (1 + (s - 1) // 4, 1 + (s - 1) % 4, loss) for s, loss in expected]

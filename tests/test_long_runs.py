@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from test_engine_e2e import CFG, NUM_VIDEOS_TEST, REPO, _stats, tiny_data, tiny_opts  # noqa: F401 (fixture)
+from test_engine_units import tensorboard_scalars
 from test_run_safety import _session_processes
 from video_gc.engine import checkpoint as cu
 from video_gc.engine.launch import main as run_net
@@ -96,24 +97,14 @@ def test_three_sigkills_mid_epoch_resume_to_the_uninterrupted_weights(tiny_data,
                                [r["loss"] for r in _stats(straight, "train_iter")], rtol=1e-5)
     assert [r["epoch"] for r in _stats(out, "train_epoch")] == [1, 2]
     assert not (out / "checkpoints" / cu.LATEST).exists()
-    # TensorBoard, read as TensorBoard reads it: the same, each step once, on the iteration axis
-    killed_tb, straight_tb = _tensorboard_scalars(out / "tensorboard"), _tensorboard_scalars(straight / "tensorboard")
+    # TensorBoard, read by its own (legacy) loader: the same, each step once, on the iteration axis
+    killed_tb, straight_tb = tensorboard_scalars(out / "tensorboard"), tensorboard_scalars(straight / "tensorboard")
     assert [step for step, _ in killed_tb["train_iter/loss"]] == list(range(1, 17))
     assert [step for step, _ in killed_tb["train_epoch/loss"]] == [8, 16]
     for tag in ("train_iter/loss", "train_epoch/loss", "val_epoch/top1"):
         assert [step for step, _ in killed_tb[tag]] == [step for step, _ in straight_tb[tag]], tag
         np.testing.assert_allclose([v for _, v in killed_tb[tag]], [v for _, v in straight_tb[tag]], rtol=1e-5)
     assert len(list((out / "tensorboard").glob("events.*"))) == 4  # one file per process: four processes
-
-
-def _tensorboard_scalars(folder):
-    """{tag: [(step, value), ...]} of every event file in ``folder``, as TensorBoard loads them
-    (events of a run that resumed earlier than a killed one had got dropped)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 # --------------------------------------------------------------------------- preemption signals

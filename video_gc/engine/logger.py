@@ -74,7 +74,9 @@ class StatsWriter:
 
     TensorBoard events are flushed with every record, so a killed run loses no more of them than
     of stats.jsonl. ``purge_step``: a resumed run's first step; TensorBoard drops the events of an
-    earlier run from that step on (the work being redone), as :meth:`rewind` does for stats.jsonl.
+    earlier run from that step on (the work being redone), as :meth:`rewind` does for stats.jsonl:
+    its legacy loader by the start marker this writes, its fast loader since each newer point
+    replaces a tag's points at the same or later steps.
     """
 
     def __init__(self, output_dir: str, enabled: bool = True, tensorboard_dir: str | None = None,

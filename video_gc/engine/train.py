@@ -250,8 +250,8 @@ def loader_verdict(cfg, summary: dict) -> str | None:
         advice.append(f"more DATA_LOADER.NUM_WORKERS (now {workers}; this machine has {per_process} cores per process)")
     if cfg.DATA.FORMAT == "video":
         if cfg.DATA.DECODING_BACKEND == "decord":
-            advice.append("DATA.DECODING_BACKEND pyav (it skips the frames a clip does not need: about 1.6x less CPU)")
-        advice.append("videos re-encoded with short keyframe intervals (data_prep/resize_videos.py --gop)")
+            advice.append("DATA.DECODING_BACKEND pyav (it skips the frames a clip does not need: 1.6-2.2x less CPU)")
+        advice.append("videos re-encoded by data_prep/resize_videos.py (its --gop and --bframes defaults)")
         advice.append("the JPEG frame store (data_prep/make_frame_store.py, DATA.FORMAT frames)")
     return (f"the data loader is the bottleneck: the model waited for data {100 * summary['data_time'] / step:.0f}% "
             f"of the step time. Try " + "; ".join(advice or ["faster storage or fewer augmentation steps"]))
@@ -545,10 +545,10 @@ def train(cfg, dist_info: du.DistInfo) -> dict:
     train_loader = construct_loader(cfg, "train", uint8_clips=normalizes_on_device(cfg, device))
     val_loader = construct_loader(cfg, "val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
     tb_dir = (cfg.TENSORBOARD.LOG_DIR or os.path.join(cfg.OUTPUT_DIR, "tensorboard")) if cfg.TENSORBOARD.ENABLE else None
-    # Every record's TensorBoard step is the training iterations done, so one step drops all that is redone.
+    # Every record's TensorBoard step is the training iterations done, so one step drops all that is
+    # redone (on a fresh start: whatever an earlier run left, as rewind does for stats.jsonl).
     resumed = start.epoch * train_loader.sampler.batches_per_epoch + start.iteration
-    stats = StatsWriter(cfg.OUTPUT_DIR, enabled=dist_info.is_master, tensorboard_dir=tb_dir,
-                        purge_step=resumed + 1 if resumed else None)
+    stats = StatsWriter(cfg.OUTPUT_DIR, enabled=dist_info.is_master, tensorboard_dir=tb_dir, purge_step=resumed + 1)
     if dropped := stats.rewind(start.epoch, start.iteration):
         logger.info("stats.jsonl: dropped %d record(s) of work done after that checkpoint, which is redone now",
                     dropped)
