@@ -93,7 +93,7 @@ def check_bframes(value: int | None) -> int | None:
 
 
 def parse_bframes(text: str) -> int | None:
-    """A ``bframes`` setting written as text (``--bframes``, the settings tag): ``x264`` is None."""
+    """A ``bframes`` setting written as text, as ``--bframes`` takes it: ``x264`` is None."""
     return None if text == X264_OWN else check_bframes(int(text) if text.isdigit() else text)
 
 
