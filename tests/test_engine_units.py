@@ -4,6 +4,10 @@ import logging
 import math
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from torch import nn
 
 from video_gc.config import load_config
 from video_gc.engine import checkpoint as cu
+from video_gc.engine.logger import StatsWriter, read_stats
 from video_gc.engine.lr_policy import get_lr_at_epoch
 from video_gc.engine.meters import (confusion_matrix, ensemble_views, mean_class_accuracy, topk_accuracies,
                                     topk_correct)
@@ -390,13 +395,6 @@ def tensorboard_scalars(folder):
 
 
 def test_stats_writer_flushes_each_record_and_a_resume_replaces_the_redone_steps(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from video_gc.engine.logger import StatsWriter, read_stats
-
     tb = tmp_path / "tb"
     # a run that writes 6 steps and is SIGKILLed: what it wrote must be on disk
     killed = subprocess.run([sys.executable, "-c", f"""
